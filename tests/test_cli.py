@@ -1,0 +1,191 @@
+"""The `mlops-kit` command as a user calls it: runs, parameters, failures, resume, manifest, listing."""
+import json
+import re
+import sys
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+from sklearn.datasets import load_iris
+
+from conftest import ROOT, run_cli
+from mlops_kit.pipeline import check_step_defaults, discover_steps, read_settings
+from mlops_kit.runfolder import sha256_file
+
+
+def only_run(runs_dir):
+    runs = sorted(p for p in runs_dir.iterdir() if p.is_dir())
+    assert len(runs) == 1, runs
+    return runs[0], json.loads((runs[0] / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    res = run_cli("run", "--runs-dir", runs)
+    assert res.returncode == 0, res.stdout + res.stderr
+    run_dir, manifest = only_run(runs)
+    return res, run_dir, manifest
+
+
+def test_default_run_succeeds_with_progress_lines(default_run):
+    res, run_dir, manifest = default_run
+    steps = [s["name"] for s in manifest["steps"]]
+    assert steps[:2] == ["design", "datasets"]
+    for name in steps:
+        assert re.search(rf"\] {name}\s+started", res.stdout), res.stdout
+        assert re.search(rf"\] {name}\s+succeeded in \d+\.\d s", res.stdout), res.stdout
+    assert f"run {manifest['run_id']} succeeded" in res.stdout
+    assert "report: " in res.stdout
+
+
+def test_manifest_records_what_produced_the_run(default_run):
+    _, run_dir, m = default_run
+    assert m["status"] == "succeeded" and m["run_id"] == run_dir.name
+    assert re.fullmatch(r"\d{8}-\d{6}-\d{3}", m["run_id"])
+    defaults, _ = read_settings(ROOT / "settings.ini")
+    assert m["parameters"] == defaults  # no overrides: exactly the settings
+    assert yaml.safe_load((run_dir / "params.yaml").read_text()) == m["parameters"]
+    assert m["python"].startswith(f"{sys.version_info.major}.{sys.version_info.minor}")
+    for pkg in ("pandas", "papermill", "scikit-learn", "mlops-kit"):
+        assert pkg in m["packages"]
+    assert m["git"] is None or len(m["git"]["commit"]) == 40
+    assert m["started_at"] <= m["ended_at"]
+    for step in m["steps"]:
+        assert step["status"] == "succeeded" and step["seconds"] > 0
+        assert (run_dir / step["executed_notebook"]).is_file()
+        for rel, digest in step["outputs"].items():  # every recorded output exists with that hash
+            assert sha256_file(run_dir / rel) == digest
+    design = next(s for s in m["steps"] if s["name"] == "design")
+    assert {"spec.yaml", "design.md"} <= set(design["outputs"])
+    assert design["owners"]["accountable"], design  # who signs off, from the RACI matrix
+    datasets = next(s for s in m["steps"] if s["name"] == "datasets")
+    assert any(k.startswith("data/raw/") for k in datasets["outputs"])
+    assert m["metrics"]["design"] and m["metrics"]["datasets"]
+
+
+def test_report_shows_steps_and_hides_code(default_run):
+    _, run_dir, m = default_run
+    html = (run_dir / "report.html").read_text()
+    assert m["run_id"] in html and "Steps and sign-off" in html
+    assert "<img" in html or "image/png" in html  # the steps' plots made it in
+    assert "record_metrics(" not in html  # code is hidden
+
+
+def test_runs_lists_the_run(default_run, tmp_path):
+    _, run_dir, m = default_run
+    res = run_cli("runs", "--runs-dir", run_dir.parent)
+    assert res.returncode == 0
+    assert m["run_id"] in res.stdout and "succeeded" in res.stdout
+    empty = run_cli("runs", "--runs-dir", tmp_path)
+    assert "no runs yet" in empty.stdout
+
+
+def test_same_parameters_reproduce_the_same_outputs(default_run, tmp_path):
+    _, run_dir, m = default_run
+    res = run_cli("run", "--runs-dir", tmp_path, "--no-report")
+    assert res.returncode == 0, res.stderr
+    _, m2 = only_run(tmp_path)
+    for a, b in zip(m["steps"], m2["steps"]):
+        assert a["outputs"] == b["outputs"], a["name"]
+
+
+def test_parameter_precedence(tmp_path):
+    params = tmp_path / "exp.yaml"
+    params.write_text("seed: 7\nn_customers: 300\ndrift: price_increase\n")
+    res = run_cli("run", "--runs-dir", tmp_path / "runs", "--params", params, "-p", "seed", "11", "--until", "design", "--no-report")
+    assert res.returncode == 0, res.stderr
+    _, m = only_run(tmp_path / "runs")
+    p = m["parameters"]
+    assert p["seed"] == 11  # -p beats the file
+    assert p["n_customers"] == 300 and p["drift"] == "price_increase"  # the file beats settings.ini
+    assert p["n_months"] == read_settings(ROOT / "settings.ini")[0]["n_months"]  # settings.ini fills the rest
+    assert m["parameter_sources"]["overrides"] == {"seed": "11"}
+    assert [s["status"] for s in m["steps"]][:2] == ["succeeded", "not_run"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-p", "colour", "red"], "unknown parameter 'colour'"),
+    (["-p", "seed", "abc"], "'seed' expects an int"),
+    (["--params", "missing.yaml"], "params file missing.yaml does not exist"),
+    (["--until", "nowhere"], "is not a step; steps are: design, datasets"),
+    (["--resume", "20000101-000000-000"], "no run '20000101-000000-000'"),
+])
+def test_bad_parameters_are_refused_before_anything_runs(tmp_path, args, message):
+    res = run_cli("run", "--runs-dir", tmp_path / "runs", *args, cwd=tmp_path)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert message in res.stderr
+    if "colour" in message: assert "valid parameters are: data," in res.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_params_file_with_a_typo_is_refused(tmp_path):
+    (tmp_path / "p.yaml").write_text("sed: 3\n")
+    res = run_cli("run", "--runs-dir", tmp_path / "runs", "--params", tmp_path / "p.yaml")
+    assert res.returncode == 2 and "unknown parameter 'sed'" in res.stderr and "seed" in res.stderr
+
+
+def test_bad_spec_file_fails_the_design_step_cleanly(tmp_path):
+    bad = tmp_path / "spec.yaml"
+    bad.write_text("name: x\nprediction: [not, a, mapping]\nunknown_section: 1\n")
+    res = run_cli("run", "--runs-dir", tmp_path / "runs", "-p", "spec", bad, "--no-report")
+    assert res.returncode == 1
+    err_lines = [l for l in res.stderr.splitlines() if l.startswith("mlops-kit: error:")]
+    assert len(err_lines) == 1 and "step 'design' failed" in err_lines[0] and "SpecError" in err_lines[0], res.stderr
+    run_dir, m = only_run(tmp_path / "runs")
+    assert m["status"] == "failed"
+    assert [s["status"] for s in m["steps"]][:2] == ["failed", "pending"]
+    nb = nbformat.read(run_dir / "notebooks" / "02_design.ipynb", as_version=4)
+    assert any(o.get("ename") == "SpecError" for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_failed_run_resumes_from_the_failed_step(tmp_path):
+    data = tmp_path / "later.csv"
+    res = run_cli("run", "--runs-dir", tmp_path / "runs", "-p", "data", data, "-p", "target", "target", "--no-report")
+    assert res.returncode == 1 and "step 'design' failed" in res.stderr and "--resume" in res.stderr
+    run_dir, m = only_run(tmp_path / "runs")
+    assert m["status"] == "failed"
+    # the cause is fixed: the data file arrives
+    iris = load_iris(as_frame=True).frame
+    iris.to_csv(data, index=False)
+    res2 = run_cli("run", "--runs-dir", tmp_path / "runs", "--resume", run_dir.name)
+    assert res2.returncode == 0, res2.stdout + res2.stderr
+    m2 = json.loads((run_dir / "manifest.json").read_text())
+    assert m2["status"] == "succeeded" and m2["resumes"] == 1
+    assert m2["parameters"] == m["parameters"]
+    assert all(s["status"] == "succeeded" for s in m2["steps"])
+    assert yaml.safe_load((run_dir / "spec.yaml").read_text())["prediction"]["task"] == "multiclass"
+    # resuming a finished run runs nothing again
+    res3 = run_cli("run", "--runs-dir", tmp_path / "runs", "--resume", run_dir.name, "--no-report")
+    assert res3.returncode == 0 and "already succeeded, skipped" in res3.stdout
+
+
+def test_resume_refuses_new_parameters(tmp_path):
+    res = run_cli("run", "--runs-dir", tmp_path / "runs", "--until", "design", "--no-report")
+    run_dir, _ = only_run(tmp_path / "runs")
+    res = run_cli("run", "--runs-dir", tmp_path / "runs", "--resume", run_dir.name, "-p", "seed", "1")
+    assert res.returncode == 2 and "keeps its own parameters" in res.stderr
+
+
+def test_a_user_csv_runs_through_the_pipeline(tmp_path):
+    frame = load_iris(as_frame=True).frame.rename(columns={"target": "species"})
+    frame.to_csv(tmp_path / "iris.csv", index=False)
+    res = run_cli("run", "--runs-dir", tmp_path / "runs", "-p", "data", tmp_path / "iris.csv", "-p", "target", "species", "--no-report")
+    assert res.returncode == 0, res.stdout + res.stderr
+    run_dir, m = only_run(tmp_path / "runs")
+    assert str((tmp_path / "iris.csv").resolve()) in m["inputs"]
+    spec = yaml.safe_load((run_dir / "spec.yaml").read_text())
+    assert spec["prediction"]["target"] == "species"
+
+
+def test_steps_and_params_commands():
+    steps = run_cli("steps")
+    assert steps.returncode == 0 and "1. design" in steps.stdout and "2. datasets" in steps.stdout
+    params = run_cli("params")
+    assert params.returncode == 0 and re.search(r"seed\s+int\s+default: 42", params.stdout)
+
+
+def test_notebook_defaults_match_settings():
+    steps = discover_steps(ROOT / "nbs")
+    assert check_step_defaults(steps, read_settings(ROOT / "settings.ini")[0]) == []
