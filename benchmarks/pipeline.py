@@ -8,7 +8,10 @@ overhead papermill adds per step: kernel start, parameter injection, writing the
 
 Usage: python benchmarks/pipeline.py [--repeat 3] [-p NAME VALUE ...]
 """
+import __future__
 import argparse
+import contextlib
+import io
 import os
 import statistics
 import subprocess
@@ -55,7 +58,9 @@ def run_in_process(steps, params: dict, run_dir: Path) -> dict[str, float]:
             for cell in nb.cells:
                 if cell.cell_type != "code": continue
                 src = "\n".join(l for l in cell.source.splitlines() if not l.lstrip().startswith(("%", "!")))
-                exec(compile(src, f"{step.notebook.name}", "exec"), ns)
+                # notebooks share `from __future__ import annotations` across cells; exec'd cells need it each time
+                with contextlib.redirect_stdout(io.StringIO()):
+                    exec(compile(src, step.notebook.name, "exec", flags=__future__.annotations.compiler_flag), ns)
                 if "parameters" in cell.metadata.get("tags", []): ns.update(inject)
                 plt.close("all")
         finally:
