@@ -20,10 +20,11 @@ from .runfolder import atomic_write
 
 # %% auto #0
 __all__ = ['SOURCE_KINDS', 'LEGAL_BASES', 'LEARNING_TYPES', 'TASKS', 'TASK_METRICS', 'SERVING_MODES', 'RETRAIN_CADENCES',
-           'RETRAIN_TRIGGERS', 'SubProblem', 'ValueProposition', 'Stakeholder', 'DataSource', 'PredictionTask',
-           'Metrics', 'default_metrics', 'break_even_probability', 'Serving', 'Retraining', 'Spec', 'default_spec',
-           'SpecError', 'spec_to_dict', 'validate_spec', 'spec_from_dict', 'save_spec', 'load_spec',
-           'render_design_doc', 'infer_task', 'spec_from_data', 'spec_for_run']
+           'RETRAIN_TRIGGERS', 'CHECK_KINDS', 'COLUMN_KINDS', 'COLUMN_RULE_KEYS', 'SubProblem', 'ValueProposition',
+           'Stakeholder', 'DataSource', 'PredictionTask', 'Metrics', 'default_metrics', 'break_even_probability',
+           'Serving', 'Retraining', 'DataChecks', 'Spec', 'default_spec', 'SpecError', 'spec_to_dict', 'validate_spec',
+           'spec_from_dict', 'save_spec', 'load_spec', 'render_design_doc', 'infer_task', 'spec_from_data',
+           'spec_for_run']
 
 # %% ../nbs/02_design.ipynb #820cfa1a
 @dataclass
@@ -163,6 +164,30 @@ class Retraining:
     cost: str = ""
     triggers: list[str] = field(default_factory=list)  # items of RETRAIN_TRIGGERS
 
+# %% ../nbs/02_design.ipynb #fdf86910
+CHECK_KINDS: dict[str, str] = {
+    "missing_key": "the id column (or key) is empty, so the row cannot be tied to an entity",
+    "duplicate_key": "the key (id and time column) repeats with different values",
+    "duplicate_row": "an exact copy of an earlier row",
+    "bad_id": "the id does not match the contract's id pattern",
+    "missing_value": "a value is missing in a column the contract requires",
+    "type_error": "a value cannot be read as the column's type",
+    "out_of_range": "a number outside the contract's plausible range",
+    "unknown_category": "a category outside the contract's domain",
+}
+COLUMN_KINDS = ("id", "category", "integer", "number", "date", "text", "boolean")
+COLUMN_RULE_KEYS = ("kind", "nullable", "min", "max", "domain", "aliases", "pattern")
+
+# %% ../nbs/02_design.ipynb #d4122631
+@dataclass
+class DataChecks:
+    "Which data-contract checks block a row (quarantine) and which only warn, the quarantine budget, and pinned column rules."
+    blocking: list[str] = field(default_factory=lambda: ["missing_key", "duplicate_key"])
+    warning: list[str] = field(default_factory=lambda: ["duplicate_row", "bad_id", "missing_value", "type_error",
+                                                        "out_of_range", "unknown_category"])
+    max_quarantine_share: float = 0.05
+    columns: dict[str, dict] = field(default_factory=dict)  # column -> rule with keys from COLUMN_RULE_KEYS
+
 # %% ../nbs/02_design.ipynb #d27eb485
 @dataclass
 class Spec:
@@ -177,6 +202,7 @@ class Spec:
     metrics: Metrics
     serving: Serving
     retraining: Retraining
+    data_checks: DataChecks = field(default_factory=DataChecks)  # optional in spec files
 
 # %% ../nbs/02_design.ipynb #bc16f5fd
 def default_spec() -> Spec:
@@ -262,7 +288,7 @@ def default_spec() -> Spec:
             output="Probability that the customer cancels within the next 2 months, and their rank within the month.",
             complexity=("Tabular: a few thousand customers over 12 months and a few dozen features. A linear model or "
                         "gradient boosting is enough; scoring everyone takes seconds."),
-            label_rule={"kind": "future_window", "source": "cancellations", "window_months": 2}),
+            label_rule={"kind": "future_window", "source": "cancellations", "window_months": 2, "wait_days": 31}),
         metrics=Metrics(
             offline_metric="roc_auc", threshold=0.70, greater_is_better=True, secondary=["average_precision"],
             business_metric="churn rate of contacted customers vs. the control group, and margin saved per EUR spent on offers",
@@ -279,6 +305,30 @@ def default_spec() -> Spec:
             cost=("minutes of compute, but about two hours of a data scientist's review before each promotion; "
                   "and the newest training month is always 2 months old because labels arrive late"),
             triggers=["schedule", "drift", "performance"]),
+        data_checks=DataChecks(
+            blocking=["missing_key", "duplicate_key"],
+            warning=["duplicate_row", "bad_id", "missing_value", "type_error", "out_of_range", "unknown_category"],
+            max_quarantine_share=0.05,
+            columns={
+                "customer_id": {"kind": "id", "pattern": r"C\d{5}", "nullable": False},
+                "snapshot_month": {"kind": "text", "pattern": r"\d{4}-\d{2}", "nullable": False},
+                "plan": {"kind": "category", "domain": ["basic", "standard", "premium"],
+                         "aliases": {"STD": "standard", "PREM": "premium"}},
+                "signup_plan": {"kind": "category", "domain": ["basic", "standard", "premium"],
+                                "aliases": {"STD": "standard", "PREM": "premium"}},
+                "country": {"kind": "category", "domain": ["Portugal", "Spain", "France", "Germany", "Poland"],
+                            "aliases": {"PT": "Portugal", "ES": "Spain", "FR": "France", "DE": "Germany", "PL": "Poland"}},
+                "acquisition_channel": {"kind": "category", "domain": ["organic", "paid_search", "social", "referral", "partner"]},
+                "signup_date": {"kind": "date"},
+                "last_seen": {"kind": "date"},
+                "age": {"kind": "integer", "min": 18, "max": 100},
+                "monthly_fee": {"kind": "number", "min": 0, "max": 100},
+                "discount_pct": {"kind": "integer", "min": 0, "max": 100},
+                "payment_failures": {"kind": "integer", "min": 0, "max": 31},
+                "sessions": {"kind": "integer", "min": 0, "max": 1000},
+                "minutes_used": {"kind": "number", "min": 0, "max": 6000},
+                "features_used": {"kind": "integer", "min": 0, "max": 12},
+            }),
     )
 
 # %% ../nbs/02_design.ipynb #adda346b
@@ -307,6 +357,8 @@ _CLASS = ("must be a single value (a number, text or true/false) or empty",
 _LABEL_RULE = ("must be empty or a mapping with a `kind` text, e.g. {kind: future_window, source: cancellations, window_months: 2}",
                lambda v: v is None or (isinstance(v, dict) and _is_text(v.get("kind"))))
 _ROLE = "role"
+_CHECK_LIST = (f"must be a list with items from {', '.join(CHECK_KINDS)}",
+               lambda v: isinstance(v, list) and all(isinstance(x, str) and x in CHECK_KINDS for x in v))
 
 _RULES: dict[type, dict[str, Any]] = {
     SubProblem: dict(name=_TEXT, deliverable=_TEXT, metric=_TEXT, owner=_ROLE),
@@ -324,9 +376,13 @@ _RULES: dict[type, dict[str, Any]] = {
     Retraining: dict(cadence=_one_of(RETRAIN_CADENCES), cost=_OPT_TEXT,
                      triggers=(f"must be a list with items from {', '.join(RETRAIN_TRIGGERS)}",
                                lambda v: isinstance(v, list) and all(isinstance(x, str) and x in RETRAIN_TRIGGERS for x in v))),
+    DataChecks: dict(blocking=_CHECK_LIST, warning=_CHECK_LIST,
+                     max_quarantine_share=("must be a number between 0 and 1", lambda v: _is_num(v) and 0 <= v <= 1),
+                     columns=("must be a mapping of column name to a rule mapping, e.g. {age: {kind: integer, min: 18}}",
+                              lambda v: isinstance(v, dict) and all(isinstance(r, dict) for r in v.values()))),
     Spec: dict(name=_TEXT, problem=_TEXT, sub_problems=[SubProblem], value_proposition=ValueProposition,
                stakeholders=[Stakeholder], data_sources=[DataSource], prediction=PredictionTask, metrics=Metrics,
-               serving=Serving, retraining=Retraining),
+               serving=Serving, retraining=Retraining, data_checks=DataChecks),
 }
 
 def _got(v) -> str:
@@ -374,6 +430,42 @@ def _expect(rule, roles: list[str]) -> str:
     if isinstance(rule, type): return f"must be a mapping with keys {', '.join(f.name for f in dataclasses.fields(rule))}"
     if rule == _ROLE: return f"must be a role key, one of {', '.join(roles)}"
     return rule[0]
+
+# %% ../nbs/02_design.ipynb #75199e7f
+def _check_data_checks(dc: dict, problems: list[str]) -> None:
+    "Append to `problems` what is wrong inside `data_checks`: a check both blocking and warning, bad column rules."
+    both = sorted(set(dc.get("blocking") or []) & set(dc.get("warning") or [])) if all(
+        isinstance(dc.get(k, []), list) for k in ("blocking", "warning")) else []
+    if both: problems.append(f"data_checks: {', '.join(both)} cannot be both blocking and warning; keep each check in one list")
+    cols = dc.get("columns")
+    if not isinstance(cols, dict): return
+    for col, rule in cols.items():
+        if not isinstance(rule, dict): continue
+        p = f"data_checks.columns.{col}"
+        for k in rule:
+            if k not in COLUMN_RULE_KEYS:
+                close = difflib.get_close_matches(str(k), COLUMN_RULE_KEYS, n=1)
+                problems.append(f"{p}.{k}: unknown key{f' (did you mean {close[0]!r}?)' if close else ''}; "
+                                f"valid keys are {', '.join(COLUMN_RULE_KEYS)}")
+        if "kind" in rule and rule["kind"] not in COLUMN_KINDS:
+            problems.append(f"{p}.kind: must be one of {', '.join(COLUMN_KINDS)}, got {_got(rule['kind'])}")
+        for k in ("min", "max"):
+            if k in rule and not _is_num(rule[k]): problems.append(f"{p}.{k}: must be a number, got {_got(rule[k])}")
+        if _is_num(rule.get("min")) and _is_num(rule.get("max")) and rule["min"] > rule["max"]:
+            problems.append(f"{p}: min {rule['min']:g} is above max {rule['max']:g}; swap them")
+        if "nullable" in rule and not isinstance(rule["nullable"], bool):
+            problems.append(f"{p}.nullable: must be true or false, got {_got(rule['nullable'])}")
+        if "domain" in rule and not (isinstance(rule["domain"], list) and rule["domain"]):
+            problems.append(f"{p}.domain: must be a non-empty list of the allowed values, got {_got(rule['domain'])}")
+        al = rule.get("aliases")
+        if al is not None:
+            if not isinstance(al, dict): problems.append(f"{p}.aliases: must be a mapping of variant to value, e.g. {{STD: standard}}, got {_got(al)}")
+            elif isinstance(rule.get("domain"), list):
+                bad = sorted({str(v) for v in al.values() if v not in rule["domain"]})
+                if bad: problems.append(f"{p}.aliases: {', '.join(map(repr, bad))} not in the domain; aliases must map onto domain values")
+        if "pattern" in rule:
+            try: re.compile(rule["pattern"])
+            except (re.error, TypeError) as e: problems.append(f"{p}.pattern: not a valid regular expression ({e})")
 
 # %% ../nbs/02_design.ipynb #3ffd18f0
 _UNIT_METRICS = {"roc_auc", "average_precision", "f1", "accuracy", "f1_macro", "balanced_accuracy"}
@@ -444,6 +536,7 @@ def _cross_check(d: dict, problems: list[str]) -> None:
         rule = pred.get("label_rule")
         if isinstance(rule, dict) and "source" in rule and rule["source"] not in sources:
             problems.append(f"prediction.label_rule.source: {_got(rule['source'])} is not a data source of this spec; use one of {', '.join(map(str, sources))}")
+    _check_data_checks(_section(d, "data_checks"), problems)
     subs = d.get("sub_problems")
     if isinstance(subs, list):
         names = [s.get("name") for s in subs if isinstance(s, dict)]
@@ -596,6 +689,16 @@ def render_design_doc(spec: Spec) -> str:
                                     f"{be:.3f} (the break-even point).")
         out.append(line)
     else: out.append("- **Error costs:** not set.")
+    dc = spec.data_checks
+    out += ["", "## Data checks", "",
+            f"- **Blocking** (the row is quarantined): {', '.join(f'`{x}`' for x in dc.blocking) or 'none'}",
+            f"- **Warning** (reported; wrangling may repair the row): {', '.join(f'`{x}`' for x in dc.warning) or 'none'}",
+            f"- **Quarantine budget:** the run stops when more than {dc.max_quarantine_share:.0%} of a batch is quarantined."]
+    if dc.columns:
+        out += ["", _md_table(["Column", "Kind", "Rule"],
+                              [(f"`{c}`", r.get("kind", "inferred"),
+                                "; ".join(f"{k} {_cell(v)}" for k, v in r.items() if k != "kind") or "")
+                               for c, r in dc.columns.items()])]
     out += ["", "## Serving", "", f"- **Mode:** {s.mode}"
             + (f", latency budget {_num(s.latency_budget_ms)} ms" if s.latency_budget_ms is not None else ""),
             f"- **Schedule:** {s.schedule or 'on request'}",

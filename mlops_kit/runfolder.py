@@ -13,11 +13,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING: import pandas as pd  # imported where a table is read or written, not with the module
 
 # %% auto #0
-__all__ = ['atomic_path', 'atomic_write', 'sha256_file', 'hash_tree', 'write_json', 'read_json', 'record_metrics', 'read_metrics',
-           'resolve_run_dir']
+__all__ = ['QUARANTINE_COLUMNS', 'atomic_path', 'atomic_write', 'sha256_file', 'hash_tree', 'write_json', 'read_json',
+           'record_metrics', 'read_metrics', 'write_parquet', 'read_parquet', 'quarantine_rows', 'write_quarantine',
+           'read_quarantine', 'resolve_run_dir']
 
 # %% ../nbs/01_run_folder.ipynb #7b8f0ea1
 @contextlib.contextmanager
@@ -90,6 +93,65 @@ def read_metrics(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     "All metrics recorded in `run_dir`, keyed by step."
     folder = Path(run_dir) / "metrics"
     return {p.stem: read_json(p) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+# %% ../nbs/01_run_folder.ipynb #40496756
+QUARANTINE_COLUMNS = ["_row_id", "source", "check", "reason", "record"]
+
+def write_parquet(path: str | Path, df: "pd.DataFrame") -> Path:
+    "Write `df` (without its index) to the Parquet file `path`, atomically."
+    with atomic_path(path) as tmp: df.to_parquet(tmp, index=False)
+    return Path(path)
+
+def read_parquet(path: str | Path, producer: str | None = None) -> "pd.DataFrame":
+    "Read the Parquet file at `path`; when it is missing, name the step (`producer`) that writes it."
+    import pandas as pd
+    path = Path(path)
+    if not path.is_file():
+        hint = f"; run the {producer!r} step first (mlops-kit run --until {producer})" if producer else ""
+        raise FileNotFoundError(f"{path} does not exist{hint}")
+    return pd.read_parquet(path)
+
+# %% ../nbs/01_run_folder.ipynb #181982a8
+def _json_value(v):
+    "A cell value as plain JSON: NaN and NA become null, numpy scalars and timestamps become Python values."
+    import pandas as pd
+    if v is None or (not isinstance(v, (list, dict, str)) and pd.isna(v)): return None
+    if hasattr(v, "isoformat"): return v.isoformat()
+    if hasattr(v, "item"): return v.item()
+    return v
+
+def quarantine_rows(rows: "pd.DataFrame", reason: "str | pd.Series", check: str, source: str) -> "pd.DataFrame":
+    "`rows` in the quarantine format: `_row_id`, `source`, `check`, `reason` and the original `record` as JSON."
+    import pandas as pd
+    ids = rows["_row_id"].astype("Int64").to_numpy() if "_row_id" in rows else pd.array([pd.NA] * len(rows), dtype="Int64")
+    cols = [c for c in rows.columns if c != "_row_id"]
+    records = [json.dumps({c: _json_value(v) for c, v in zip(cols, vals)}, default=str)
+               for vals in rows[cols].itertuples(index=False, name=None)]
+    reasons = list(reason) if isinstance(reason, pd.Series) else [reason] * len(rows)
+    return pd.DataFrame({"_row_id": pd.array(ids, dtype="Int64"), "source": source, "check": check,
+                         "reason": pd.Series(reasons, dtype=object), "record": pd.Series(records, dtype=object)},
+                        columns=QUARANTINE_COLUMNS)
+
+# %% ../nbs/01_run_folder.ipynb #45695aaa
+def write_quarantine(run_dir: str | Path, step: str, frames: "pd.DataFrame | list[pd.DataFrame]") -> Path:
+    "Write the rows `step` quarantined to `<run_dir>/data/quarantine/<step>.parquet` (an empty file when none)."
+    import pandas as pd
+    frames = [frames] if isinstance(frames, pd.DataFrame) else list(frames)
+    for f in frames:
+        if list(f.columns) != QUARANTINE_COLUMNS:
+            raise ValueError(f"quarantine frames need the columns {QUARANTINE_COLUMNS}, got {list(f.columns)}; build them with quarantine_rows")
+    frames = [f for f in frames if len(f)]
+    out = pd.concat(frames, ignore_index=True) if frames else quarantine_rows(pd.DataFrame({"_row_id": []}), "", "", "")
+    out["_row_id"] = out["_row_id"].astype("Int64")
+    return write_parquet(Path(run_dir) / "data" / "quarantine" / f"{step}.parquet", out)
+
+def read_quarantine(run_dir: str | Path) -> "pd.DataFrame":
+    "Every quarantined row of the run, with the `step` that quarantined it."
+    import pandas as pd
+    files = sorted((Path(run_dir) / "data" / "quarantine").glob("*.parquet"))
+    frames = [pd.read_parquet(f).assign(step=f.stem) for f in files]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["step"] + QUARANTINE_COLUMNS)
 
 # %% ../nbs/01_run_folder.ipynb #b63c57e0
 def resolve_run_dir(run_dir: str | Path | None = "") -> Path:
