@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -19,3 +20,20 @@ def run_cli(*args, cwd=ROOT, env=None, timeout=600):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def only_run(runs_dir):
+    "The one run folder in `runs_dir` and its manifest."
+    runs = sorted(p for p in Path(runs_dir).iterdir() if p.is_dir())
+    assert len(runs) == 1, runs
+    return runs[0], json.loads((runs[0] / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory):
+    "One full `mlops-kit run` on the defaults, shared by every test that only reads it: (process, run folder, manifest)."
+    runs = tmp_path_factory.mktemp("runs")
+    res = run_cli("run", "--runs-dir", runs)
+    assert res.returncode == 0, res.stdout + res.stderr
+    run_dir, manifest = only_run(runs)
+    return res, run_dir, manifest

@@ -9,24 +9,11 @@ import pytest
 import yaml
 from sklearn.datasets import load_iris
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, only_run, run_cli
 from mlops_kit.pipeline import check_step_defaults, discover_steps, read_settings
 from mlops_kit.runfolder import sha256_file
 
 
-def only_run(runs_dir):
-    runs = sorted(p for p in runs_dir.iterdir() if p.is_dir())
-    assert len(runs) == 1, runs
-    return runs[0], json.loads((runs[0] / "manifest.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def default_run(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    res = run_cli("run", "--runs-dir", runs)
-    assert res.returncode == 0, res.stdout + res.stderr
-    run_dir, manifest = only_run(runs)
-    return res, run_dir, manifest
 
 
 def test_default_run_succeeds_with_progress_lines(default_run):
