@@ -645,7 +645,8 @@ def _read_user_file(path: Path) -> pd.DataFrame:
                          "save your table in one of those formats")
     if path.stat().st_size == 0:
         raise ValueError(f"data file {path} is empty (0 bytes); export your table again")
-    try: df = pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
+    from mlops_kit.data.ingest import read_csv_sniffed  # the ingest step's reader: encoding and delimiter sniffed
+    try: df = read_csv_sniffed(path) if kind == "csv" else pd.read_parquet(path)
     except pd.errors.EmptyDataError: raise ValueError(f"data file {path} has no header and no rows; export your table again") from None
     except Exception as e: raise ValueError(f"data file {path} could not be read as {kind.upper()} ({type(e).__name__}: {e}); "
                                             f"check that it really is a {kind.upper()} file") from None

@@ -747,7 +747,8 @@ def _read_table(path: str | Path) -> tuple[pd.DataFrame, str]:
         raise ValueError(f"{path}: unsupported file type {path.suffix or '(no extension)'!r}; the kit reads .csv and "
                          ".parquet files (convert it first, e.g. with pandas: df.to_csv('data.csv', index=False))")
     if path.stat().st_size == 0: raise ValueError(f"{path} is empty (0 bytes); pass a file with a header row and data rows")
-    try: df = pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
+    from mlops_kit.data.ingest import read_csv_sniffed  # the ingest step's reader: encoding and delimiter sniffed
+    try: df = read_csv_sniffed(path) if kind == "csv" else pd.read_parquet(path)
     except pd.errors.EmptyDataError: raise ValueError(f"{path} is empty (no header, no rows); pass a file with data") from None
     except Exception as e:
         raise ValueError(f"could not read {path} as {kind} ({type(e).__name__}: {e}); check that it really is a {kind} file") from None
