@@ -275,8 +275,12 @@ def _execute_step(step: Step, run_dir: Path, params: dict[str, Any], out_nb: Pat
         if os.name == "posix":  # local sockets: private to this user, and no "unencrypted TCP" warning per step
             from jupyter_client.manager import KernelManager
             kw["km"] = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sock_dir, "kernel"))
-        papermill.execute_notebook(str(step.notebook), str(out_nb), parameters=step_params, progress_bar=False,
-                                   log_output=False, cwd=str(step.notebook.parent), **kw)
+        try:
+            papermill.execute_notebook(str(step.notebook), str(out_nb), parameters=step_params, progress_bar=False,
+                                       log_output=False, cwd=str(step.notebook.parent), **kw)
+        finally:  # nbclient shuts down only kernels it created itself: stop ours, or every step's kernel lives on
+            km = kw.get("km")
+            if km is not None and km.has_kernel: km.shutdown_kernel(now=False)
 
 # %% ../nbs/40_pipeline.ipynb #155e8ce9
 def _run_step(step: Step, run_dir: Path, params: dict[str, Any], record: dict[str, Any]) -> None:

@@ -189,3 +189,14 @@ def test_steps_and_params_commands():
 def test_notebook_defaults_match_settings():
     steps = discover_steps(ROOT / "nbs")
     assert check_step_defaults(steps, read_settings(ROOT / "settings.ini")[0]) == []
+
+
+def test_no_kernel_outlives_its_step(tmp_path):
+    "Each step's kernel is shut down when the step ends, not when the runner exits (12 idle kernels would pile up)."
+    import os
+    import subprocess
+    from mlops_kit.pipeline import run_pipeline
+    res = run_pipeline(runs_dir=tmp_path, until="datasets", report=False, log=lambda s: None)
+    assert res.status == "succeeded"
+    children = subprocess.run(["pgrep", "-P", str(os.getpid())], capture_output=True, text=True).stdout.split()
+    assert children == [], f"kernel processes still running after the run: {children}"
