@@ -793,6 +793,8 @@ def spec_from_data(data: str | Path, target: str | None, task: str = "auto", id_
             raise ValueError(f"column {col!r} given as {label} is not in {path.name}{hint}; its columns are "
                              f"{', '.join(cols)}; pass -p {label} COL")
     y = df[target]
+    if not pd.api.types.is_numeric_dtype(y):  # a label that is only spaces is a missing label, not a class
+        y = y.where(~y.astype("string").str.strip().eq("").fillna(False).astype(bool))
     if task in (None, "", "auto"):
         task, reason = infer_task(y)
         print(f"task: {task}, inferred because {reason}; pass -p task TASK to choose another")
