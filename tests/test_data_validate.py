@@ -296,3 +296,18 @@ def test_check_batch_is_vectorised_enough_for_large_tables(course_run):
     res = check_batch(big, contract)
     assert time.perf_counter() - t0 < 10
     assert len(res.kept) + len(res.quarantined) == len(big)
+
+
+def test_an_entity_id_without_a_time_column_may_repeat(tmp_path):
+    "Penguins measured per individual: with `Individual ID` as the id and no time column, repeats are entities, not conflicts."
+    path = tmp_path / "penguins.csv"
+    raw = load_penguins_raw()
+    raw.to_csv(path, index=False)
+    assert raw["Individual ID"].duplicated().any()
+    spec = spec_from_data(path, "Species", id_column="Individual ID")
+    run = tmp_path / "run"
+    materialize_data(run, str(path))
+    ingest(run, spec)
+    res = validate(run, spec)
+    assert res.passed and "duplicate_key" not in set(res.issues.check)
+    assert len(res.kept) + len(res.quarantined) == len(raw)

@@ -369,7 +369,8 @@ def _row_checks(df: pd.DataFrame, row_ids: np.ndarray, contract: Contract, key_m
         at = np.flatnonzero(copy)
         at = at[_same_rows(data.iloc[at], data.iloc[first[at]])]   # a hash match is checked value by value
         out.append(_issue_frame(row_ids[at], ROW_CHECKS, "duplicate_row", ("copy of _row_id " + pd.Series(row_ids[first[at]]).astype(str)).to_numpy()))
-    if contract.key and (~key_missing).any():
+    # a key names one row only with both columns: an id alone is an entity that may have several rows (split groups them)
+    if contract.id_column and contract.time_column and (~key_missing).any():
         have = ~key_missing
         keys = data.loc[have, contract.key]
         kgroup = keys.groupby(contract.key, sort=False).ngroup().to_numpy()
@@ -577,9 +578,7 @@ def budget_message(summary: dict[str, Any], run_dir: str | Path | None = None) -
     top = "; ".join(f"{t['check']} on {t['column']}: {t['rows']:,} row{'s' if t['rows'] != 1 else ''}" for t in s["top_blocking"]) or "none"
     where = (f" The quarantined rows and their reasons are in {Path(run_dir) / 'data' / 'quarantine' / 'validate.parquet'}, "
              f"the per-column report in {Path(run_dir) / 'data' / 'quality_report.csv'}.") if run_dir else ""
-    if any(t["check"] == "duplicate_key" for t in s["top_blocking"]) and not s.get("time_column"):
-        top += (" (the id alone is the key: if an entity has several rows by design, name the column that tells them apart, "
-                "e.g. a date, with -p time_column COL)")
+
     return (f"{s['rows_quarantined']:,} of {s['rows_in']:,} rows ({s['quarantine_share']:.2%}) failed a blocking check, above the "
             f"quarantine budget of {s['max_quarantine_share']:.2%} (data_checks.max_quarantine_share in the spec). "
             f"Top reasons: {top}.{where} What to do: fix the data at its source and run again; or, if losing these rows is "
