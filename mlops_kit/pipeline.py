@@ -280,7 +280,8 @@ def _execute_step(step: Step, run_dir: Path, params: dict[str, Any], out_nb: Pat
                                        log_output=False, cwd=str(step.notebook.parent), **kw)
         finally:  # nbclient shuts down only kernels it created itself: stop ours, or every step's kernel lives on
             km = kw.get("km")
-            if km is not None and km.has_kernel: km.shutdown_kernel(now=False)
+            if km is not None and km.has_kernel:  # ask politely; shutdown_kernel would interrupt it first, and it says so
+                km.request_shutdown(); km.finish_shutdown(); km.cleanup_resources()
 
 # %% ../nbs/40_pipeline.ipynb #155e8ce9
 def _run_step(step: Step, run_dir: Path, params: dict[str, Any], record: dict[str, Any]) -> None:

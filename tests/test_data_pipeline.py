@@ -76,16 +76,6 @@ def test_the_course_data_goes_from_raw_files_to_a_split(default_run):
     assert "time" in json.dumps(report)
 
 
-def test_same_seed_same_split_and_labels(default_run, tmp_path):
-    _, run_dir, m = default_run
-    res = run_cli("run", "--runs-dir", tmp_path, "--until", "split", "--no-report")
-    assert res.returncode == 0, res.stdout + res.stderr
-    run2, _ = only_run(tmp_path)
-    for name in ("validated.parquet", "wrangled.parquet", "labelled.parquet", "split.parquet", "contract.json",
-                 "wrangle_recipe.json"):
-        assert sha256_file(run_dir / "data" / name) == sha256_file(run2 / "data" / name), name
-
-
 @pytest.fixture(scope="module")
 def penguins_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("penguins")
