@@ -22,7 +22,7 @@ run: $(STAMP)
 ## The whole test suite: notebooks in sync with the library, notebook tests, pytest.
 test: $(STAMP) check-export
 	$(BIN)/nbdev-test --n-workers 2
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # 2 workers, one test file each: the CI machine has 2 cores
 
 # Fails when nbdev-export or nbdev-clean would change a file under nbs/ or mlops_kit/.
 check-export: $(STAMP)
