@@ -123,11 +123,8 @@ def read_table(path: str | Path, table: str | None = None, query: str | None = N
     return df
 
 # %% ../../nbs/10_data_ingest.ipynb #ff65a37a
-def to_number(s: pd.Series) -> pd.Series:
-    "Values of `s` as float64: numbers, numbers stored as text, decimal commas; NaN where unreadable or missing."
-    s = pd.Series(s)
-    if pd.api.types.is_bool_dtype(s): return s.astype("float64")
-    if pd.api.types.is_numeric_dtype(s): return pd.to_numeric(s, errors="coerce").astype("float64")
+def _text_to_number(s: pd.Series) -> pd.Series:
+    "Text with spaces, thousands separators or decimal commas as float64; NaN where unreadable."
     t = s.astype("string").str.replace(r"[\s_\u00a0]", "", regex=True)
     comma, dot = t.str.rfind(",").fillna(-1).astype("int64"), t.str.rfind(".").fillna(-1).astype("int64")
     both = (comma >= 0) & (dot >= 0)
@@ -139,6 +136,16 @@ def to_number(s: pd.Series) -> pd.Series:
     t = t.mask(us | grouped, t.str.replace(",", "", regex=False))
     t = t.mask(only_comma & ~grouped, t.str.replace(",", ".", regex=False))
     return pd.to_numeric(t, errors="coerce").astype("float64")
+
+def to_number(s: pd.Series) -> pd.Series:
+    "Values of `s` as float64: numbers, numbers stored as text, decimal commas; NaN where unreadable or missing."
+    s = pd.Series(s)
+    if pd.api.types.is_bool_dtype(s): return s.astype("float64")
+    if pd.api.types.is_numeric_dtype(s): return pd.to_numeric(s, errors="coerce").astype("float64")
+    out = pd.to_numeric(s, errors="coerce").astype("float64")  # plain numbers stored as text: pandas reads them fast
+    rest = (out.isna() & s.notna()).to_numpy(dtype=bool)
+    if rest.any(): out[rest] = _text_to_number(s[rest]).to_numpy()  # only the rest needs the slow, careful reading
+    return out
 
 # %% ../../nbs/10_data_ingest.ipynb #49c566ab
 _DATE_FORMATS = ("%d/%m/%Y %H:%M", "%d/%m/%Y", "%Y%m%d", "%d %b %Y")

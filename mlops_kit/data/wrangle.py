@@ -172,15 +172,7 @@ def to_flag(s: pd.Series) -> pd.Series:
     return pd.Series(table[codes], index=s.index, name=s.name)
 
 # %% ../../nbs/12_data_wrangle.ipynb #cc90e673
-def _to_number_fast(s: pd.Series) -> pd.Series:
-    "to_number, with plain numbers in text read by pandas directly and only the rest (decimal commas...) by to_number."
-    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s): return to_number(s)
-    out = pd.to_numeric(s, errors="coerce").astype("float64")
-    rest = (out.isna() & s.notna()).to_numpy()
-    if rest.any(): out[rest] = to_number(s[rest]).to_numpy()
-    return out
-
-_PARSERS = {"number": _to_number_fast, "integer": _to_number_fast, "date": to_datetime, "boolean": to_flag}
+_PARSERS = {"number": to_number, "integer": to_number, "date": to_datetime, "boolean": to_flag}
 
 def parse_values(s: pd.Series, kind: str) -> tuple[pd.Series, int]:
     "Read `s` as `kind` (number, integer, date, boolean) with the shared parsers; also return how many values were unreadable."
@@ -290,7 +282,7 @@ class _Log:
         self.rows.append(dict(op=op.op, column=op.column or "", changed=int(changed), note=note))
 
 def _as_float(s: pd.Series) -> pd.Series:
-    return s if pd.api.types.is_float_dtype(s) else _to_number_fast(s)
+    return s if pd.api.types.is_float_dtype(s) else to_number(s)
 
 def _run(df: pd.DataFrame, op: Op, log: _Log) -> pd.DataFrame:
     "Apply one operation to `df` (the caller's private copy) and log what it changed."
