@@ -20,11 +20,11 @@ from .runfolder import atomic_write
 
 # %% auto #0
 __all__ = ['SOURCE_KINDS', 'LEGAL_BASES', 'LEARNING_TYPES', 'TASKS', 'TASK_METRICS', 'SERVING_MODES', 'RETRAIN_CADENCES',
-           'RETRAIN_TRIGGERS', 'CHECK_KINDS', 'COLUMN_KINDS', 'COLUMN_RULE_KEYS', 'SubProblem', 'ValueProposition',
-           'Stakeholder', 'DataSource', 'PredictionTask', 'Metrics', 'default_metrics', 'break_even_probability',
-           'Serving', 'Retraining', 'DataChecks', 'Spec', 'default_spec', 'SpecError', 'spec_to_dict', 'validate_spec',
-           'spec_from_dict', 'save_spec', 'load_spec', 'render_design_doc', 'infer_task', 'spec_from_data',
-           'spec_for_run']
+           'RETRAIN_TRIGGERS', 'CHECK_KINDS', 'COLUMN_KINDS', 'COLUMN_RULE_KEYS', 'MODEL_TEST_KINDS', 'SubProblem',
+           'ValueProposition', 'Stakeholder', 'DataSource', 'PredictionTask', 'Metrics', 'default_metrics',
+           'break_even_probability', 'Serving', 'Retraining', 'DataChecks', 'ModelTest', 'Spec', 'default_spec',
+           'SpecError', 'spec_to_dict', 'validate_spec', 'spec_from_dict', 'save_spec', 'load_spec',
+           'render_design_doc', 'infer_task', 'spec_from_data', 'spec_for_run']
 
 # %% ../nbs/02_design.ipynb #820cfa1a
 @dataclass
@@ -115,6 +115,8 @@ class Metrics:
     cost_false_positive: float | None = None   # may stay None for regression
     cost_false_negative: float | None = None
     currency: str = "EUR"
+    slices: list[str] = field(default_factory=list)  # category columns whose groups get their own metrics
+    baseline_margin: float = 0.02  # how far the model must beat the dummy baseline, in offline-metric units
 
 # %% ../nbs/02_design.ipynb #d7d511f6
 _PLACEHOLDER_METRICS = {
@@ -188,6 +190,22 @@ class DataChecks:
     max_quarantine_share: float = 0.05
     columns: dict[str, dict] = field(default_factory=dict)  # column -> rule with keys from COLUMN_RULE_KEYS
 
+# %% ../nbs/02_design.ipynb #cf9013fd
+MODEL_TEST_KINDS = ("invariance", "directional", "minimum")
+
+@dataclass
+class ModelTest:
+    "A behavioural test of the model: invariance, directional expectation or minimum functionality (hand-written cases)."
+    name: str
+    kind: str                          # one of MODEL_TEST_KINDS
+    column: str | None = None          # invariance, directional: the input column to change
+    values: list = field(default_factory=list)       # invariance: values to put in `column`
+    change: float | None = None        # directional: amount added to the numeric `column`
+    direction: str | None = None       # directional: "up" or "down"
+    tolerance: float = 0.0             # a move this small counts as no move (probability or target units)
+    max_failure_rate: float = 0.05     # invariance, directional: share of perturbed rows allowed to fail
+    cases: list[dict] = field(default_factory=list)  # minimum: [{row: {column: value}, expect: class or {min, max}}]
+
 # %% ../nbs/02_design.ipynb #d27eb485
 @dataclass
 class Spec:
@@ -203,6 +221,7 @@ class Spec:
     serving: Serving
     retraining: Retraining
     data_checks: DataChecks = field(default_factory=DataChecks)  # optional in spec files
+    model_tests: list[ModelTest] = field(default_factory=list)   # optional in spec files
 
 # %% ../nbs/02_design.ipynb #bc16f5fd
 def default_spec() -> Spec:
@@ -296,7 +315,8 @@ def default_spec() -> Spec:
                           "share of contacted customers who cancel anyway",
                           "mean churn score per month (prediction drift)",
                           "retention offer acceptance rate"],
-            cost_false_positive=15.0, cost_false_negative=180.0, currency="EUR"),
+            cost_false_positive=15.0, cost_false_negative=180.0, currency="EUR",
+            slices=["plan", "country"], baseline_margin=0.05),
         serving=Serving(mode="batch", latency_budget_ms=None,
                         consumers="the retention team, as a call list in the CRM; finance, for the monthly churn forecast",
                         schedule="monthly, on the first working day after billing closes"),
@@ -329,6 +349,18 @@ def default_spec() -> Spec:
                 "minutes_used": {"kind": "number", "min": 0, "max": 6000},
                 "features_used": {"kind": "integer", "min": 0, "max": 12},
             }),
+        model_tests=[
+            ModelTest("more failed payments never lower the risk", "directional", column="payment_failures", change=2,
+                      direction="up", tolerance=0.005, max_failure_rate=0.05),
+            ModelTest("the country alone does not change the risk", "invariance", column="country",
+                      values=["Portugal", "Spain", "France", "Germany", "Poland"], tolerance=0.05, max_failure_rate=0.05),
+            ModelTest("an engaged customer without payment trouble is not called; a silent one with failing payments is",
+                      "minimum", cases=[
+                          {"row": {"sessions": 40, "minutes_used": 1500, "features_used": 10, "payment_failures": 0,
+                                   "n_tickets": 0, "n_billing_tickets": 0}, "expect": 0},
+                          {"row": {"sessions": 0, "minutes_used": 0, "features_used": 0, "payment_failures": 3,
+                                   "n_tickets": 2, "n_billing_tickets": 2}, "expect": 1}]),
+        ],
     )
 
 # %% ../nbs/02_design.ipynb #adda346b
@@ -371,7 +403,15 @@ _RULES: dict[type, dict[str, Any]] = {
                          complexity=_OPT_TEXT, label_rule=_LABEL_RULE),
     Metrics: dict(offline_metric=_TEXT, threshold=_THRESHOLD, greater_is_better=_BOOL, secondary=_TEXTS,
                   business_metric=_OPT_TEXT, live_metrics=_TEXTS, cost_false_positive=_OPT_NUM,
-                  cost_false_negative=_OPT_NUM, currency=_OPT_TEXT),
+                  cost_false_negative=_OPT_NUM, currency=_OPT_TEXT, slices=_TEXTS,
+                  baseline_margin=("must be a number of at least 0", lambda v: _is_num(v) and v >= 0)),
+    ModelTest: dict(name=_TEXT, kind=_one_of(MODEL_TEST_KINDS), column=_OPT_TEXT,
+                    values=("must be a list of values", lambda v: isinstance(v, list)), change=_OPT_NUM,
+                    direction=("must be up, down or empty", lambda v: v in (None, "up", "down")),
+                    tolerance=("must be a number of at least 0", lambda v: _is_num(v) and v >= 0),
+                    max_failure_rate=("must be a number between 0 and 1", lambda v: _is_num(v) and 0 <= v <= 1),
+                    cases=("must be a list of mappings {row: {column: value}, expect: ...}",
+                           lambda v: isinstance(v, list) and all(isinstance(c, dict) for c in v))),
     Serving: dict(mode=_one_of(SERVING_MODES), latency_budget_ms=_OPT_NUM, consumers=_OPT_TEXT, schedule=_OPT_TEXT),
     Retraining: dict(cadence=_one_of(RETRAIN_CADENCES), cost=_OPT_TEXT,
                      triggers=(f"must be a list with items from {', '.join(RETRAIN_TRIGGERS)}",
@@ -382,7 +422,7 @@ _RULES: dict[type, dict[str, Any]] = {
                               lambda v: isinstance(v, dict) and all(isinstance(r, dict) for r in v.values()))),
     Spec: dict(name=_TEXT, problem=_TEXT, sub_problems=[SubProblem], value_proposition=ValueProposition,
                stakeholders=[Stakeholder], data_sources=[DataSource], prediction=PredictionTask, metrics=Metrics,
-               serving=Serving, retraining=Retraining, data_checks=DataChecks),
+               serving=Serving, retraining=Retraining, data_checks=DataChecks, model_tests=[ModelTest]),
 }
 
 def _got(v) -> str:
@@ -482,6 +522,34 @@ def _section(d, key) -> dict:
     v = d.get(key) if isinstance(d, dict) else None
     return v if isinstance(v, dict) else {}
 
+def _check_model_tests(tests, task: str | None, problems: list[str]) -> None:
+    "Append to `problems` what each behavioural test lacks for its kind (column, values, change, direction, cases)."
+    if not isinstance(tests, list): return
+    names = [t.get("name") for t in tests if isinstance(t, dict)]
+    dup = sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})
+    if dup: problems.append(f"model_tests: names must be unique, {', '.join(map(repr, dup))} appears more than once")
+    for i, t in enumerate(tests):
+        if not isinstance(t, dict): continue
+        p, kind = f"model_tests[{i}]", t.get("kind")
+        if kind in ("invariance", "directional") and not _is_text(t.get("column")):
+            problems.append(f"{p}.column: a {kind} test needs the input column it changes")
+        if kind == "invariance" and not t.get("values"):
+            problems.append(f"{p}.values: an invariance test needs the values to put in the column, e.g. [Portugal, Spain]")
+        if kind == "directional":
+            if not (_is_num(t.get("change")) and t["change"] != 0):
+                problems.append(f"{p}.change: a directional test needs a non-zero number to add to the column, got {_got(t.get('change'))}")
+            if t.get("direction") not in ("up", "down"):
+                problems.append(f"{p}.direction: a directional test needs up or down, got {_got(t.get('direction'))}")
+            if task == "multiclass": problems.append(f"{p}: directional tests need an ordered output; a multiclass task has none")
+        if kind == "minimum":
+            cases = t.get("cases")
+            if not cases: problems.append(f"{p}.cases: a minimum-functionality test needs cases, e.g. [{{row: {{age: 30}}, expect: 1}}]")
+            for j, c in enumerate(cases if isinstance(cases, list) else []):
+                if not (isinstance(c, dict) and isinstance(c.get("row"), dict) and "expect" in c):
+                    problems.append(f"{p}.cases[{j}]: must be a mapping with `row` (column: value) and `expect`, got {_got(c)}")
+                elif task == "regression" and not (isinstance(c["expect"], dict) and set(c["expect"]) <= {"min", "max"} and c["expect"]):
+                    problems.append(f"{p}.cases[{j}].expect: a regression case expects a range, e.g. {{min: 10, max: 20}}, got {_got(c['expect'])}")
+
 def _cross_check(d: dict, problems: list[str]) -> None:
     "Append to `problems` what is wrong between fields: metric vs task, threshold range, costs, serving, label rule."
     pred, met, srv = _section(d, "prediction"), _section(d, "metrics"), _section(d, "serving")
@@ -537,6 +605,7 @@ def _cross_check(d: dict, problems: list[str]) -> None:
         if isinstance(rule, dict) and "source" in rule and rule["source"] not in sources:
             problems.append(f"prediction.label_rule.source: {_got(rule['source'])} is not a data source of this spec; use one of {', '.join(map(str, sources))}")
     _check_data_checks(_section(d, "data_checks"), problems)
+    _check_model_tests(d.get("model_tests"), task, problems)
     subs = d.get("sub_problems")
     if isinstance(subs, list):
         names = [s.get("name") for s in subs if isinstance(s, dict)]
@@ -689,6 +758,9 @@ def render_design_doc(spec: Spec) -> str:
                                     f"{be:.3f} (the break-even point).")
         out.append(line)
     else: out.append("- **Error costs:** not set.")
+    out.append(f"- **Baseline:** the model must beat a dummy baseline by at least {_num(m.baseline_margin)} {m.offline_metric}.")
+    out.append(f"- **Slices:** metrics are also reported per {', '.join(f'`{x}`' for x in m.slices)}." if m.slices
+               else "- **Slices:** none named (evaluation picks a low-cardinality category).")
     dc = spec.data_checks
     out += ["", "## Data checks", "",
             f"- **Blocking** (the row is quarantined): {', '.join(f'`{x}`' for x in dc.blocking) or 'none'}",
@@ -699,6 +771,11 @@ def render_design_doc(spec: Spec) -> str:
                               [(f"`{c}`", r.get("kind", "inferred"),
                                 "; ".join(f"{k} {_cell(v)}" for k, v in r.items() if k != "kind") or "")
                                for c, r in dc.columns.items()])]
+    if spec.model_tests:
+        out += ["", "## Model tests", "", _md_table(["Test", "Kind", "What"],
+                [(t.name, t.kind, f"`{t.column}` -> {', '.join(map(str, t.values))}" if t.kind == "invariance"
+                  else f"`{t.column}` {t.change:+g} moves it {t.direction}" if t.kind == "directional"
+                  else f"{len(t.cases)} hand-written case{'s' if len(t.cases) != 1 else ''}") for t in spec.model_tests])]
     out += ["", "## Serving", "", f"- **Mode:** {s.mode}"
             + (f", latency budget {_num(s.latency_budget_ms)} ms" if s.latency_budget_ms is not None else ""),
             f"- **Schedule:** {s.schedule or 'on request'}",
@@ -897,7 +974,12 @@ def spec_for_run(data: str = "course", target: str | None = None, task: str = "a
             except ValueError: pass  # validation reports it with the metric's valid range
         print(f"threshold: {met.offline_metric} gate {_num(threshold)} instead of {_num(met.threshold)}")
         met = replace(met, threshold=threshold)
-    s = replace(s, prediction=pred, metrics=met)
+    tests = s.model_tests
+    if tests and (pred.task != s.prediction.task or pred.target != s.prediction.target):
+        print(f"model tests: the spec's {len(tests)} behavioural tests were written for {s.prediction.target!r} "
+              f"({s.prediction.task}); dropped, write ones for {pred.target!r} ({pred.task})")
+        tests = []
+    s = replace(s, prediction=pred, metrics=met, model_tests=tests)
     problems = validate_spec(s)
     if problems: raise SpecError(problems)
     return s

@@ -168,8 +168,21 @@ def test_online_with_budget_is_fine_and_regression_needs_no_costs():
     assert validate_spec(online) == []
     reg = dataclasses.replace(
         spec, prediction=dataclasses.replace(spec.prediction, task="regression", target="revenue", positive_class=None),
-        metrics=Metrics("rmse", 12.0, False, ["mae"]))
+        metrics=Metrics("rmse", 12.0, False, ["mae"]), model_tests=[])
     assert validate_spec(reg) == []
+    # the churn spec's behavioural tests expect classes: a regression spec must say what it expects instead
+    with_tests = dataclasses.replace(reg, model_tests=spec.model_tests)
+    assert [p for p in validate_spec(with_tests) if p.startswith("model_tests[2].cases")] == [
+        "model_tests[2].cases[0].expect: a regression case expects a range, e.g. {min: 10, max: 20}, got 0",
+        "model_tests[2].cases[1].expect: a regression case expects a range, e.g. {min: 10, max: 20}, got 1"]
+
+
+def test_model_tests_survive_the_yaml_round_trip_and_are_dropped_when_the_target_changes(tmp_path):
+    spec = default_spec()
+    save_spec(spec, tmp_path / "spec.yaml")
+    assert load_spec(tmp_path / "spec.yaml").model_tests == spec.model_tests
+    assert spec_for_run(spec=str(tmp_path / "spec.yaml")).model_tests == spec.model_tests
+    assert spec_for_run(target="plan", task="multiclass").model_tests == []
 
 
 def test_spec_from_dict_rejects_non_mappings():
