@@ -8,17 +8,19 @@ from __future__ import annotations
 import argparse
 import ast
 import configparser
+import contextlib
 import datetime as dt
 import importlib.metadata
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import nbformat
 import yaml
@@ -28,8 +30,8 @@ from .runfolder import atomic_write, hash_tree, read_json, read_metrics, write_j
 # %% auto #0
 __all__ = ['TRACKED_PACKAGES', 'project_root', 'Step', 'read_step_header', 'parameter_specs', 'discover_steps', 'parse_scalar',
            'coerce_value', 'read_settings', 'parameter_types', 'merge_params', 'check_step_defaults',
-           'package_versions', 'git_state', 'new_run_id', 'StepFailed', 'RunResult', 'run_pipeline', 'build_report',
-           'list_runs', 'prepare_inputs', 'course_map', 'main']
+           'package_versions', 'git_state', 'new_run_id', 'step_cells', 'StepFailed', 'RunResult', 'step_kernel',
+           'run_pipeline', 'build_report', 'list_runs', 'prepare_inputs', 'course_map', 'main']
 
 # %% ../nbs/40_pipeline.ipynb #4880e3f1
 def project_root(start: str | Path | None = None) -> Path:
@@ -234,6 +236,21 @@ def new_run_id(now: dt.datetime | None = None) -> str:
 
 def _now() -> str: return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
+# %% ../nbs/40_pipeline.ipynb #e4d3bab3
+def _only_imports(source: str) -> bool:
+    lines = [l for l in source.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    return bool(lines) and all(re.match(r"\s*(import|from)\s", l) for l in lines)
+
+def step_cells(notebook: str | Path) -> "nbformat.NotebookNode":
+    "The notebook a pipeline run executes: `#| export` cells, import-only cells, and the parameters cell onward."
+    nb = nbformat.read(str(notebook), as_version=4)
+    start = next((i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])), None)
+    if start is None: raise ValueError(f"{notebook} has no cell tagged `parameters`, so it is not a pipeline step")
+    keep = [c for c in nb.cells[:start] if c.cell_type == "code"
+            and (re.match(r"\s*#\|\s*export\b", c.source) or _only_imports(c.source))]
+    nb.cells = keep + nb.cells[start:]
+    return nb
+
 # %% ../nbs/40_pipeline.ipynb #9e35e67a
 class StepFailed(RuntimeError):
     "A pipeline step failed; the message names the step, the error and the executed notebook."
@@ -265,33 +282,49 @@ def _error_line(e: BaseException) -> str:
     more = f" (+{len(lines) - 1} more lines in the notebook)" if len(lines) > 1 else ""
     return f"{ename}: {lines[0] if lines else ''}{more}"
 
-def _execute_step(step: Step, run_dir: Path, params: dict[str, Any], out_nb: Path) -> None:
+@contextlib.contextmanager
+def step_kernel() -> Iterator[Any]:
+    "One Python kernel for a run's steps (started on first use, shut down at the end), on private local sockets."
+    from jupyter_client.manager import KernelManager
+    with tempfile.TemporaryDirectory(prefix="mlops-kit-kernel-") as sock_dir:
+        # ipc: private to this user, and no "unencrypted TCP" warning
+        km = KernelManager(kernel_name="python3", **(dict(transport="ipc", ip=os.path.join(sock_dir, "kernel")) if os.name == "posix" else {}))
+        try: yield km
+        finally:  # ask politely; shutdown_kernel would interrupt it first, and it says so
+            if km.has_kernel:
+                km.request_shutdown(); km.finish_shutdown(); km.cleanup_resources()
+
+_RESET = "%reset -f\nimport matplotlib.pyplot as _plt; _plt.close('all'); del _plt"  # a clean namespace per step; imported modules stay loaded
+
+def _execute_step(step: Step, run_dir: Path, params: dict[str, Any], out_nb: Path, full: bool = False, km: Any = None) -> None:
     import papermill
+    if km is None:  # a step on its own: a kernel of its own
+        with step_kernel() as own: return _execute_step(step, run_dir, params, out_nb, full, own)
     step_params = {k: v for k, v in params.items() if k in step.parameters and k != "run_dir"}
     step_params["run_dir"] = str(run_dir.resolve())
     out_nb.parent.mkdir(parents=True, exist_ok=True)
-    kw: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="mlops-kit-kernel-") as sock_dir:
-        if os.name == "posix":  # local sockets: private to this user, and no "unencrypted TCP" warning per step
-            from jupyter_client.manager import KernelManager
-            kw["km"] = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sock_dir, "kernel"))
-        try:
-            papermill.execute_notebook(str(step.notebook), str(out_nb), parameters=step_params, progress_bar=False,
-                                       log_output=False, cwd=str(step.notebook.parent), **kw)
-        finally:  # nbclient shuts down only kernels it created itself: stop ours, or every step's kernel lives on
-            km = kw.get("km")
-            if km is not None and km.has_kernel:  # ask politely; shutdown_kernel would interrupt it first, and it says so
-                km.request_shutdown(); km.finish_shutdown(); km.cleanup_resources()
+    nb = step_cells(step.notebook) if not full else nbformat.read(str(step.notebook), as_version=4)
+    reset = nbformat.v4.new_code_cell(_RESET)
+    reset.metadata["tags"] = ["remove-cell"]
+    nb.cells.insert(0, reset)
+    if km.has_kernel and not km.is_alive(): km.restart_kernel(now=True)  # a previous step killed it
+    with tempfile.TemporaryDirectory(prefix="mlops-kit-step-") as tmp:
+        notebook = os.path.join(tmp, step.notebook.name)
+        nbformat.write(nb, notebook)
+        papermill.execute_notebook(notebook, str(out_nb), parameters=step_params, progress_bar=False,
+                                   log_output=False, cwd=str(step.notebook.parent), km=km)
+
 
 # %% ../nbs/40_pipeline.ipynb #155e8ce9
-def _run_step(step: Step, run_dir: Path, params: dict[str, Any], record: dict[str, Any]) -> None:
+def _run_step(step: Step, run_dir: Path, params: dict[str, Any], record: dict[str, Any], full: bool = False,
+              km: Any = None) -> None:
     "Execute one step, filling its manifest `record`; raise StepFailed when it fails."
     before = hash_tree(run_dir, exclude=_NOT_OUTPUTS)
     out_nb = run_dir / "notebooks" / step.notebook.name
     record.update(status="running", started_at=_now(), error=None)
     t0 = time.perf_counter()
     try:
-        _execute_step(step, run_dir, params, out_nb)
+        _execute_step(step, run_dir, params, out_nb, full, km)
         missing = [o for o in step.outputs if not (run_dir / o).exists()]
         if missing: raise RuntimeError(f"step {step.name!r} finished but did not write its declared outputs: {', '.join(missing)}")
         failure = None
@@ -325,8 +358,9 @@ def _save_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
 # %% ../nbs/40_pipeline.ipynb #14fc0537
 def run_pipeline(params_file: str | Path | None = None, overrides: Sequence[tuple[str, str]] = (),
                  runs_dir: str | Path | None = None, until: str | None = None, resume: str | None = None,
-                 root: str | Path | None = None, log: Callable[[str], None] = print, report: bool = True) -> RunResult:
-    "Run the pipeline steps into `<runs_dir>/<run-id>/` (or resume run `resume`) and return the result."
+                 root: str | Path | None = None, log: Callable[[str], None] = print, report: bool = True,
+                 full: bool = False) -> RunResult:
+    "Run the pipeline steps into `<runs_dir>/<run-id>/` (or resume run `resume`); `full` runs whole notebooks."
     root = Path(root) if root else project_root()
     defaults, paths = read_settings(root / "settings.ini")
     # --runs-dir is relative to where you are; settings.ini's runs_dir to the project
@@ -366,7 +400,7 @@ def run_pipeline(params_file: str | Path | None = None, overrides: Sequence[tupl
                     "seed": params.get("seed"), "until": until, "inputs": _inputs_sha(params),
                     "python": platform.python_version(), "platform": platform.platform(),
                     "packages": package_versions(), "git": git_state(root), "command": sys.argv,
-                    "steps": []}
+                    "notebooks": "full" if full else "step cells", "steps": []}
     run_id = manifest["run_id"]
     by_name = {r["name"]: r for r in manifest["steps"]}
     wanted = names[: names.index(until) + 1] if until else names
@@ -378,22 +412,23 @@ def run_pipeline(params_file: str | Path | None = None, overrides: Sequence[tupl
 
     log(f"run {run_id}: {len(wanted)} step(s) into {run_dir}" + (" (resumed)" if resume else ""))
     error = None
-    for i, (s, r) in enumerate(zip(steps, manifest["steps"]), 1):
-        if s.name not in wanted: continue
-        tag = f"[{i}/{len(wanted)}] {s.name:<12}"
-        if s.name in done:
-            log(f"{tag} already succeeded, skipped"); continue
-        acc = ", ".join(r.get("owners", {}).get("accountable", [])) or "-"
-        log(f"{tag} started    ({r['notebook']}; accountable: {acc})")
-        try:
-            _run_step(s, run_dir, params, r)
-            log(f"{tag} succeeded in {r['seconds']:.1f} s")
-        except StepFailed as e:
-            error = str(e)
-            log(f"{tag} FAILED after {r['seconds']:.1f} s")
-            break
-        finally:
-            _save_manifest(run_dir, manifest)
+    with step_kernel() as km:  # one kernel for all steps: Python and the libraries start once, not once per step
+        for i, (s, r) in enumerate(zip(steps, manifest["steps"]), 1):
+            if s.name not in wanted: continue
+            tag = f"[{i}/{len(wanted)}] {s.name:<12}"
+            if s.name in done:
+                log(f"{tag} already succeeded, skipped"); continue
+            acc = ", ".join(r.get("owners", {}).get("accountable", [])) or "-"
+            log(f"{tag} started    ({r['notebook']}; accountable: {acc})")
+            try:
+                _run_step(s, run_dir, params, r, full, km)
+                log(f"{tag} succeeded in {r['seconds']:.1f} s")
+            except StepFailed as e:
+                error = str(e)
+                log(f"{tag} FAILED after {r['seconds']:.1f} s")
+                break
+            finally:
+                _save_manifest(run_dir, manifest)
     manifest["status"] = "failed" if error else "succeeded"
     manifest["ended_at"] = _now()
     manifest["seconds"] = round(sum(r.get("seconds", 0) for r in manifest["steps"]), 3)
@@ -482,9 +517,10 @@ def prepare_inputs(run_dir: str | Path, step: str, params: dict[str, Any] | None
             if p not in needed:
                 need(p.name); needed.append(p)
     need(step)
-    for s in sorted(needed, key=lambda s: names.index(s.name)):
-        log(f"preparing inputs of {step!r}: running upstream step {s.name!r}")
-        _run_step(s, run_dir, merged, {})
+    with step_kernel() as km:
+        for s in sorted(needed, key=lambda s: names.index(s.name)):
+            log(f"preparing inputs of {step!r}: running upstream step {s.name!r}")
+            _run_step(s, run_dir, merged, {}, km=km)
     return [s.name for s in needed]
 
 # %% ../nbs/40_pipeline.ipynb #e14f52ca
@@ -517,6 +553,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--until", metavar="STEP", help="stop after this step")
     r.add_argument("--resume", metavar="RUN_ID", help="continue a failed run from its failed step, with its parameters")
     r.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    r.add_argument("--full", action="store_true", help="execute whole notebooks, lesson cells included (slower; same outputs)")
     l = sub.add_parser("runs", help="list runs with status and key metrics")
     l.add_argument("--runs-dir", metavar="DIR")
     l.add_argument("--metrics", metavar="A,B", help="comma-separated step.metric columns to show")
@@ -533,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             res = run_pipeline(params_file=args.params, overrides=[tuple(p) for p in args.param], runs_dir=args.runs_dir,
-                               until=args.until, resume=args.resume, report=not args.no_report,
+                               until=args.until, resume=args.resume, report=not args.no_report, full=args.full,
                                log=lambda s: print(s, flush=True))
             if res.status == "failed":
                 err(res.error)

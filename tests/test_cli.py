@@ -116,7 +116,7 @@ def test_bad_parameters_are_refused_before_anything_runs(tmp_path, args, message
     res = run_cli("run", "--runs-dir", tmp_path / "runs", *args, cwd=tmp_path)
     assert res.returncode == 2, res.stdout + res.stderr
     assert message in res.stderr
-    if "colour" in message: assert "valid parameters are: data," in res.stderr
+    if "colour" in message: assert "valid parameters are: " in res.stderr and " seed," in res.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
