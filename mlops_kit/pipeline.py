@@ -196,6 +196,8 @@ def merge_params(defaults: dict[str, Any], params_file: str | Path | None = None
     return merged
 
 # %% ../nbs/40_pipeline.ipynb #c048224b
+def _unset(v): return None if v == "" else v  # an empty setting is None; a notebook may write either
+
 def check_step_defaults(steps: Sequence[Step], defaults: dict[str, Any]) -> list[str]:
     "Problems where a step's parameter is missing from settings.ini or its notebook default differs from it."
     problems = []
@@ -203,7 +205,7 @@ def check_step_defaults(steps: Sequence[Step], defaults: dict[str, Any]) -> list
         for name, spec in s.parameters.items():
             if name == "run_dir": continue
             if name not in defaults: problems.append(f"step {s.name!r} ({s.notebook.name}) has parameter {name!r}, which settings.ini [run] lacks; add it with the notebook's default")
-            elif coerce_value(name, defaults[name], spec["type"]) != spec["default"]:
+            elif _unset(coerce_value(name, defaults[name], spec["type"])) != _unset(spec["default"]):
                 problems.append(f"parameter {name!r}: settings.ini says {defaults[name]!r} but {s.notebook.name} defaults to {spec['default']!r}; make them equal")
     return problems
 

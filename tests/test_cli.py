@@ -194,7 +194,7 @@ def test_notebook_defaults_match_settings():
 
 
 def test_no_kernel_outlives_its_step(tmp_path):
-    "Each step's kernel is shut down when the step ends, not when the runner exits (12 idle kernels would pile up)."
+    "The run's kernel is shut down when the run ends: no kernel process outlives the runner's call."
     import os
     import subprocess
     from mlops_kit.pipeline import run_pipeline
@@ -202,3 +202,21 @@ def test_no_kernel_outlives_its_step(tmp_path):
     assert res.status == "succeeded"
     children = subprocess.run(["pgrep", "-P", str(os.getpid())], capture_output=True, text=True).stdout.split()
     assert children == [], f"kernel processes still running after the run: {children}"
+
+
+def test_step_cells_and_full_notebooks_give_the_same_outputs(tmp_path):
+    "The runner's default (each step's own cells) and --full (whole lesson notebooks) write identical outputs."
+    for mode in ("steps", "full"):
+        res = run_cli("run", "--runs-dir", tmp_path / mode, "--until", "datasets", "--no-report",
+                      *(["--full"] if mode == "full" else []))
+        assert res.returncode == 0, res.stdout + res.stderr
+    (a, ma), (b, mb) = only_run(tmp_path / "steps"), only_run(tmp_path / "full")
+    assert (ma["notebooks"], mb["notebooks"]) == ("step cells", "full")
+    ran = [(sa, sb) for sa, sb in zip(ma["steps"], mb["steps"]) if sa["status"] == "succeeded"]
+    assert [sa["name"] for sa, _ in ran] == ["design", "datasets"]
+    for sa, sb in ran:
+        assert sa["outputs"] and sa["outputs"] == sb["outputs"], sa["name"]
+    # the executed step notebook is the slim one: fewer cells than the lesson, and the lesson's are in --full's
+    import nbformat
+    slim, full = (nbformat.read(str(d / "notebooks" / "03_datasets.ipynb"), as_version=4) for d in (a, b))
+    assert len(slim.cells) < len(full.cells) / 2
