@@ -122,7 +122,7 @@ class Metrics:
 _PLACEHOLDER_METRICS = {
     "binary": ("roc_auc", 0.7, ["average_precision", "f1"]),
     "multiclass": ("f1_macro", 0.7, ["accuracy", "balanced_accuracy"]),
-    "regression": ("r2", 0.5, ["rmse", "mae"]),
+    "regression": ("r2", 0.3, ["rmse", "mae"]),
 }
 
 def default_metrics(task: str) -> Metrics:
@@ -353,7 +353,7 @@ def default_spec() -> Spec:
             ModelTest("more failed payments never lower the risk", "directional", column="payment_failures", change=2,
                       direction="up", tolerance=0.005, max_failure_rate=0.05),
             ModelTest("the country alone does not change the risk", "invariance", column="country",
-                      values=["Portugal", "Spain", "France", "Germany", "Poland"], tolerance=0.05, max_failure_rate=0.05),
+                      values=["Portugal", "Spain", "France", "Germany", "Poland"], tolerance=0.05, max_failure_rate=0.10),
             ModelTest("an engaged customer without payment trouble is not called; a silent one with failing payments is",
                       "minimum", cases=[
                           {"row": {"sessions": 40, "minutes_used": 1500, "features_used": 10, "payment_failures": 0,
