@@ -559,11 +559,41 @@ def _parser() -> argparse.ArgumentParser:
     l = sub.add_parser("runs", help="list runs with status and key metrics")
     l.add_argument("--runs-dir", metavar="DIR")
     l.add_argument("--metrics", metavar="A,B", help="comma-separated step.metric columns to show")
+    m = sub.add_parser("models", help="list the model registry; promote a version to champion; show its history",
+                       description="mlops-kit models                      list every registered version\n"
+                                   "mlops-kit models promote NAME VERSION make VERSION the champion (only if it passed acceptance)\n"
+                                   "mlops-kit models history [NAME]       registrations and promotions, oldest first",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    m.add_argument("action", nargs="?", default="list", choices=["list", "promote", "history"])
+    m.add_argument("name", nargs="?", help="model name (as listed)")
+    m.add_argument("version", nargs="?", help="version number, e.g. 2 or v2 (promote)")
+    m.add_argument("--registry", metavar="DIR", help="registry folder (default: <runs-dir>/registry, beside the run folders)")
+    m.add_argument("--runs-dir", metavar="DIR", help="where the run folders are (default: settings.ini [paths] runs_dir)")
     sub.add_parser("steps", help="list the pipeline steps in order")
     sub.add_parser("params", help="list the run parameters, their defaults and types")
     return p
 
 # %% ../nbs/40_pipeline.ipynb #45cb7358
+def _models_command(args) -> int:
+    "`mlops-kit models [list|promote|history]`: the registry of model bundles."
+    import pandas as pd
+    from mlops_kit.model.package import list_models, promote, registry_history
+    if args.registry: registry = Path(args.registry)
+    else:
+        root = project_root()
+        registry = (Path(args.runs_dir).resolve() if args.runs_dir else root / read_settings(root / "settings.ini")[1].get("runs_dir", "runs")) / "registry"
+    if args.action == "promote":
+        if not (args.name and args.version): raise ValueError("promote needs a model name and a version: mlops-kit models promote NAME VERSION")
+        rec = promote(registry, args.name, args.version)
+        before = rec.get("previous_champion")
+        print(f"{args.name} v{rec['version']} is now the champion" + (f" (was v{before})" if before and before != rec["version"] else ""))
+        return 0
+    df = registry_history(registry, args.name) if args.action == "history" else list_models(registry, args.name)
+    if df.empty: print(f"no models registered in {registry} yet; a successful `mlops-kit run` registers one")
+    else:
+        with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 60): print(df.to_string(index=False))
+    return 0
+
 def main(argv: Sequence[str] | None = None) -> int:
     "Entry point of the `mlops-kit` command; returns the exit code."
     import pandas as pd
@@ -589,6 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 with pd.option_context("display.width", 200, "display.max_columns", 20): print(df.to_string(index=False))
             return 0
+        if args.command == "models": return _models_command(args)
         root = project_root()
         steps = discover_steps(root / "nbs")
         if args.command == "steps":
@@ -602,8 +633,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             types = parameter_types(steps)
             for k, v in defaults.items(): print(f"{k:<22} {types.get(k) or 'any':<6} default: {v!r}")
             return 0
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
-        err(str(e)); return 2
+    except (ValueError, FileNotFoundError, NotADirectoryError, LookupError) as e:
+        err(e.args[0] if isinstance(e, KeyError) and e.args else str(e)); return 2
+    except RuntimeError as e:  # a refused promotion
+        err(str(e)); return 1
     except KeyboardInterrupt:
         err("interrupted"); return 130
     return 2
