@@ -78,15 +78,42 @@ def test_same_parameters_reproduce_the_same_outputs(default_run, tmp_path):
         assert a["outputs"].keys() == b["outputs"].keys(), a["name"]
         for rel in a["outputs"]:
             if a["outputs"][rel] == b["outputs"][rel]: continue
-            # only records of *when* may differ (provenance read times); everything else byte for byte
-            assert rel.endswith(".json"), f"{a['name']}: {rel} differs between two runs with the same parameters"
-            x, y = (without_times(json.loads((d / rel).read_text())) for d in (run_dir, run2))
+            # only records of *when* and *how long* may differ (read times, fit seconds), and a bundle's identity
+            if rel == "model/bundle/model_card.md":  # says when, from which run and under which build id it was built
+                x, y = ([l for l in (d / rel).read_text().splitlines() if not l.startswith(("| Built |", "| Build id |"))]
+                        for d in (run_dir, run2))
+                assert x == y, "the model cards differ beyond their build lines"
+                continue
+            assert rel.endswith((".json", ".csv")), f"{a['name']}: {rel} differs between two runs with the same parameters"
+            if rel.endswith(".csv"):
+                x, y = (pd.read_csv(d / rel) for d in (run_dir, run2))
+                pd.testing.assert_frame_equal(x.drop(columns=[c for c in x if c.endswith("seconds")]),
+                                              y.drop(columns=[c for c in y if c.endswith("seconds")]))
+                continue
+            x, y = (without_identity(without_times(json.loads((d / rel).read_text()))) for d in (run_dir, run2))
             assert x == y, f"{a['name']}: {rel} differs beyond its timestamps"
+    # the model itself, its predictions and its metrics are the same, byte for byte
+    for rel in ("model/pipeline.skops", "model/predictions.parquet", "model/evaluation.json", "model/bundle/pipeline.skops"):
+        assert sha256_file(run_dir / rel) == sha256_file(run2 / rel), rel
+
+
+# a bundle is an artifact with an identity of its own: a build id, the run it came from, where it is registered,
+# and a fingerprint over all of it; two builds from equal inputs differ in these and in nothing else
+IDENTITY = {"build_id", "created", "run_id", "fingerprint", "path", "registry"}
+
+
+def without_identity(obj):
+    "`obj` without the keys that name a bundle's identity (and the hashes of the two files that hold it)."
+    if isinstance(obj, dict):
+        return {k: without_identity(v) for k, v in obj.items()
+                if k not in IDENTITY and k not in ("model_card.md", "bundle.json")}  # file hashes of the identity files
+    if isinstance(obj, list): return [without_identity(v) for v in obj]
+    return obj
 
 
 def without_times(obj):
-    "`obj` without the keys that record when something happened (`*_at`, `*_seconds`)."
-    if isinstance(obj, dict): return {k: without_times(v) for k, v in obj.items() if not k.endswith(("_at", "_seconds"))}
+    "`obj` without the keys that record when something happened or how long it took (`*_at`, `*seconds`)."
+    if isinstance(obj, dict): return {k: without_times(v) for k, v in obj.items() if not k.endswith(("_at", "seconds"))}
     if isinstance(obj, list): return [without_times(v) for v in obj]
     return obj
 

@@ -76,17 +76,6 @@ def test_the_course_data_goes_from_raw_files_to_a_split(default_run):
     assert "time" in json.dumps(report)
 
 
-@pytest.fixture(scope="module")
-def penguins_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("penguins")
-    load_penguins_raw().to_csv(tmp / "penguins_raw.csv", index=False)
-    res = run_cli("run", "--runs-dir", tmp / "runs", "-p", "data", tmp / "penguins_raw.csv", "-p", "target", "Species",
-                  "--until", "split", "--no-report")
-    assert res.returncode == 0, res.stdout + res.stderr
-    run_dir, m = only_run(tmp / "runs")
-    return run_dir, m
-
-
 def test_a_messy_real_data_set_goes_through_the_five_steps(penguins_run):
     run_dir, m = penguins_run
     t = check_chain(run_dir, m, "Species")
