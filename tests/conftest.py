@@ -49,3 +49,47 @@ def penguins_run(tmp_path_factory):
                   "--no-report")
     assert res.returncode == 0, res.stdout + res.stderr
     return only_run(tmp / "runs")
+
+
+IN_PROCESS_STEPS = ("split", "features", "train", "evaluate", "acceptance")
+
+
+def build_run(run: Path, spec, data="course", until: str = "split", train_options: dict | None = None, **knobs) -> Path:
+    "A run folder made in this process by the steps' library functions (no notebooks), up to and including `until`."
+    from mlops_kit.data.ingest import ingest
+    from mlops_kit.data.label import label
+    from mlops_kit.data.split import split
+    from mlops_kit.data.validate import validate
+    from mlops_kit.data.wrangle import wrangle
+    from mlops_kit.datasets import materialize_data
+    from mlops_kit.design import save_spec
+    from mlops_kit.model.acceptance import accept
+    from mlops_kit.model.evaluate import evaluate
+    from mlops_kit.model.features import make_features
+    from mlops_kit.model.train import train
+    if until not in IN_PROCESS_STEPS: raise ValueError(f"until must be one of {', '.join(IN_PROCESS_STEPS)}")
+    save_spec(spec, run / "spec.yaml")
+    materialize_data(run, str(data), **knobs)
+    later = {"features": make_features, "train": lambda r, s: train(r, s, **(train_options or {})),
+             "evaluate": evaluate, "acceptance": accept}
+    for step in (ingest, validate, wrangle, label, split): step(run, spec)
+    for name in IN_PROCESS_STEPS[1:IN_PROCESS_STEPS.index(until) + 1]: later[name](run, spec)
+    return run
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    "A copy of a shared run folder that a test may change."
+    import shutil
+    shutil.copytree(run, to)
+    return to
+
+
+def run_step_cells(notebook: Path, run_dir: Path, out: Path, **params) -> None:
+    "Execute a notebook the way `mlops-kit run` does: only its export and import cells and the parameters cell onward."
+    import nbformat
+    import papermill
+    from mlops_kit.pipeline import step_cells
+    nb_path = out.with_suffix(".in.ipynb")
+    nbformat.write(step_cells(notebook), nb_path)
+    papermill.execute_notebook(str(nb_path), str(out), parameters={"run_dir": str(run_dir), **params}, progress_bar=False,
+                               cwd=str(notebook.parent))

@@ -7,22 +7,16 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from mlops_kit.data.ingest import ingest
-from mlops_kit.data.label import label
-from mlops_kit.data.split import split
-from mlops_kit.data.validate import validate
-from mlops_kit.data.wrangle import wrangle
-from mlops_kit.datasets import load_penguins_raw, materialize_data, write_sklearn_csv
+from conftest import build_run, copy_run, run_step_cells
+from mlops_kit.datasets import load_penguins_raw, write_sklearn_csv
 from mlops_kit.design import ModelTest, default_spec, save_spec, spec_from_data
 from mlops_kit.model.acceptance import (AcceptanceFailed, accept, acceptance_metrics, behaviour_sample, check_acceptance,
                                         typical_row)
 from mlops_kit.model.evaluate import evaluate
-from mlops_kit.model.features import load_feature_plan, make_features, model_inputs, read_model_table
+from mlops_kit.model.features import load_feature_plan, model_inputs, read_model_table
 from mlops_kit.model.train import load_model, make_baseline, make_model, save_model, train
 from mlops_kit.runfolder import read_json, sha256_file
 
@@ -32,10 +26,7 @@ COURSE = default_spec()
 
 def feature_run(run: Path, spec, data="course", **knobs) -> Path:
     "A run folder with the outputs of the data steps and the features step, made in this process."
-    save_spec(spec, run / "spec.yaml")
-    materialize_data(run, data, **knobs)
-    for step in (ingest, validate, wrangle, label, split, make_features): step(run, spec)
-    return run
+    return build_run(run, spec, data, until="features", **knobs)
 
 
 def use_model(run: Path, spec, model) -> Path:
@@ -75,11 +66,6 @@ def runs(tmp_path_factory):
         evaluate(run, spec)
         out[task] = (run, spec)
     return out
-
-
-def copy_run(run: Path, to: Path) -> Path:
-    shutil.copytree(run, to)
-    return to
 
 
 def rejected(run: Path, spec, **kw) -> tuple[str, dict]:
@@ -272,29 +258,18 @@ def test_bad_parameters_and_missing_inputs_fail_before_any_work(runs, tmp_path):
         accept(run, other)
 
 
-def _run_step_cells(notebook: Path, run_dir: Path, out: Path, **params):
-    "Execute a notebook the way `mlops-kit run` does: only its export and import cells and the parameters cell onward."
-    import nbformat
-    import papermill
-    from mlops_kit.pipeline import step_cells
-    nb_path = out.with_suffix(".in.ipynb")
-    nbformat.write(step_cells(notebook), nb_path)
-    papermill.execute_notebook(str(nb_path), str(out), parameters={"run_dir": str(run_dir), **params}, progress_bar=False,
-                               cwd=str(notebook.parent))
-
-
 def test_the_notebook_accepts_as_a_pipeline_step_and_fails_the_step_on_rejection(runs, tmp_path):
     import papermill
     run, spec = runs["binary"]
     good = copy_run(run, tmp_path / "good")
-    _run_step_cells(ROOT / "nbs" / "23_model_acceptance.ipynb", good, tmp_path / "good.ipynb", behaviour_rows=100)
+    run_step_cells(ROOT / "nbs" / "23_model_acceptance.ipynb", good, tmp_path / "good.ipynb", behaviour_rows=100)
     assert read_json(good / "model" / "acceptance.json")["passed"] is True
     metrics = read_json(good / "metrics" / "acceptance.json")
     assert metrics["accepted"] is True and metrics["behaviour_rows"] == 100
     bad = copy_run(run, tmp_path / "bad")
     save_spec(replace(spec, metrics=replace(spec.metrics, threshold=0.99)), bad / "spec.yaml")
     with pytest.raises(papermill.PapermillExecutionError) as e:
-        _run_step_cells(ROOT / "nbs" / "23_model_acceptance.ipynb", bad, tmp_path / "bad.ipynb")
+        run_step_cells(ROOT / "nbs" / "23_model_acceptance.ipynb", bad, tmp_path / "bad.ipynb")
     assert e.value.ename == "AcceptanceFailed" and "roc_auc on test" in e.value.evalue
     assert read_json(bad / "model" / "acceptance.json")["passed"] is False          # written before the step failed
     assert read_json(bad / "metrics" / "acceptance.json")["failed_checks"] == "roc_auc on test"   # and measured

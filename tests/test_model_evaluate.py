@@ -12,17 +12,13 @@ import pandas as pd
 import pytest
 from sklearn import metrics as M
 
-from mlops_kit.data.ingest import ingest
-from mlops_kit.data.label import label
-from mlops_kit.data.split import split
-from mlops_kit.data.validate import validate
-from mlops_kit.data.wrangle import wrangle
-from mlops_kit.datasets import load_penguins_raw, materialize_data, write_sklearn_csv
-from mlops_kit.design import default_spec, save_spec, spec_from_data
-from mlops_kit.model.evaluate import (EVAL_SPLITS, choose_threshold, compute_metrics, cost_curve, evaluate, evaluate_model,
-                                      evaluation_metrics, evaluation_rows, model_output)
-from mlops_kit.model.features import load_feature_plan, make_features, model_inputs, read_model_table
-from mlops_kit.model.train import load_model, make_baseline, make_model, save_model, train
+from conftest import build_run, copy_run, run_step_cells
+from mlops_kit.datasets import load_penguins_raw, write_sklearn_csv
+from mlops_kit.design import default_spec, spec_from_data
+from mlops_kit.model.evaluate import (EVAL_SPLITS, choose_threshold, cost_curve, evaluate, evaluate_model, evaluation_metrics,
+                                      evaluation_rows, model_output)
+from mlops_kit.model.features import load_feature_plan, read_model_table
+from mlops_kit.model.train import load_model
 from mlops_kit.runfolder import read_json, sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,12 +26,8 @@ COURSE = default_spec()
 
 
 def trained_run(run: Path, spec, data="course", **knobs) -> Path:
-    "A run folder with the outputs of the data steps, the features step and the train step, made in this process."
-    save_spec(spec, run / "spec.yaml")
-    materialize_data(run, data, **knobs)
-    for step in (ingest, validate, wrangle, label, split, make_features): step(run, spec)
-    train(run, spec, search_budget=2, cv_folds=3)
-    return run
+    "A run folder with the outputs of every step up to train, made in this process."
+    return build_run(run, spec, data, until="train", train_options={"search_budget": 2, "cv_folds": 3}, **knobs)
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +41,6 @@ def runs(tmp_path_factory):
         spec = spec_from_data(d / f"{name}.csv", target)
         out[task] = (trained_run(d / name, spec, d / f"{name}.csv"), spec)
     return out
-
-
-def copy_run(run: Path, to: Path) -> Path:
-    shutil.copytree(run, to)
-    return to
 
 
 def labels_of(run: Path, spec) -> pd.DataFrame:
@@ -264,22 +251,11 @@ def test_missing_inputs_name_the_step_to_run(runs, tmp_path):
         evaluation_rows(table.assign(split=table.split.replace("test", "train")), "churned")
 
 
-def _run_step_cells(notebook: Path, run_dir: Path, out: Path, **params):
-    "Execute a notebook the way `mlops-kit run` does: only its export and import cells and the parameters cell onward."
-    import nbformat
-    import papermill
-    from mlops_kit.pipeline import step_cells
-    nb_path = out.with_suffix(".in.ipynb")
-    nbformat.write(step_cells(notebook), nb_path)
-    papermill.execute_notebook(str(nb_path), str(out), parameters={"run_dir": str(run_dir), **params}, progress_bar=False,
-                               cwd=str(notebook.parent))
-
-
 @pytest.mark.parametrize("task", ["binary", "regression"])
 def test_the_notebook_runs_as_a_pipeline_step_on_its_own_cells(runs, task, tmp_path):
     run, spec = runs[task]
     run = copy_run(run, tmp_path / "run")
-    _run_step_cells(ROOT / "nbs" / "22_model_evaluate.ipynb", run, tmp_path / "evaluate.ipynb")
+    run_step_cells(ROOT / "nbs" / "22_model_evaluate.ipynb", run, tmp_path / "evaluate.ipynb")
     rep = read_json(run / "model" / "evaluation.json")
     metrics = read_json(run / "metrics" / "evaluate.json")
     m = rep["metric"]

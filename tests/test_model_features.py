@@ -2,20 +2,15 @@
 and fitting on training rows only, dates measured from the row's period, a preprocessor that survives unseen categories,
 empty and missing columns, a plan file that round-trips, skops trusting exactly the kit's types, and clear errors."""
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_kit.data.ingest import ingest
-from mlops_kit.data.label import label
-from mlops_kit.data.split import split
-from mlops_kit.data.validate import ColumnRule, Contract, load_contract, validate
-from mlops_kit.data.wrangle import wrangle
-from mlops_kit.datasets import load_penguins_raw, materialize_data, write_sklearn_csv
-from mlops_kit.design import default_spec, save_spec, spec_from_data
+from conftest import build_run, copy_run
+from mlops_kit.data.validate import ColumnRule, Contract, load_contract
+from mlops_kit.datasets import load_penguins_raw, write_sklearn_csv
+from mlops_kit.design import default_spec, spec_from_data
 from mlops_kit.model.features import (TRUSTED_TYPES, FeaturePlan, build_preprocessor, feature_signal, load_feature_plan,
                                       make_features, model_inputs, period_end, plan_features, plan_table, read_model_table,
                                       save_feature_plan)
@@ -24,17 +19,9 @@ from mlops_kit.runfolder import write_parquet
 COURSE = default_spec()
 
 
-def data_run(run: Path, spec, data="course", **knobs) -> Path:
-    "A run folder with the data steps' outputs, made in this process with the steps' own functions."
-    save_spec(spec, run / "spec.yaml")
-    materialize_data(run, data, **knobs)
-    for step in (ingest, validate, wrangle, label, split): step(run, spec)
-    return run
-
-
 @pytest.fixture(scope="module")
 def course_run(tmp_path_factory):
-    return data_run(tmp_path_factory.mktemp("course"), COURSE, n_customers=300, seed=5)
+    return build_run(tmp_path_factory.mktemp("course"), COURSE, n_customers=300, seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +33,8 @@ def file_runs(tmp_path_factory):
     out = {}
     for name, target in (("penguins", "Species"), ("diabetes", "target")):
         spec = spec_from_data(d / f"{name}.csv", target)
-        out[name] = (data_run(d / name, spec, d / f"{name}.csv"), spec)
+        out[name] = (build_run(d / name, spec, d / f"{name}.csv"), spec)
     return out
-
-
-def copy_run(run: Path, to: Path) -> Path:
-    shutil.copytree(run, to)
-    return to
 
 
 def test_the_course_plan_reads_the_contract_and_leaves_out_ids_time_and_label(course_run, tmp_path):

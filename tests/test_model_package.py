@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import skops.io as sio
 
+from conftest import build_run
 from mlops_kit.model.package import (BundleError, BundleInputError, ForeignBundleError, PromotionRefused, TamperedBundleError,
                                      UntrustedTypesError, build_bundle, check_input, default_registry, fingerprint,
                                      list_models, load_bundle, load_pipeline, load_registered, package, pipeline_inputs,
@@ -23,28 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _make_run(run: Path, data: str, target: str | None = None, threshold: float | None = None, **knobs) -> Path:
     "A run folder through every step up to acceptance, made by the steps' library functions (no notebooks)."
-    from mlops_kit.data.ingest import ingest
-    from mlops_kit.data.label import label
-    from mlops_kit.data.split import split
-    from mlops_kit.data.validate import validate
-    from mlops_kit.data.wrangle import wrangle
-    from mlops_kit.datasets import materialize_data
-    from mlops_kit.design import save_spec, spec_for_run
-    from mlops_kit.model.acceptance import accept
-    from mlops_kit.model.evaluate import evaluate
-    from mlops_kit.model.features import make_features
-    from mlops_kit.model.train import train
+    from mlops_kit.design import spec_for_run
     spec = spec_for_run(data=str(data), target=target)
     spec.model_tests = []   # the packaging tests need a model that passes: the generic robustness tests run instead
     if threshold is not None: spec.metrics.threshold = threshold
-    save_spec(spec, run / "spec.yaml")
-    materialize_data(run, str(data), **knobs)
-    for step in (ingest, validate, wrangle, label, split): step(run, spec)
-    make_features(run, spec)
-    train(run, spec, search_budget=1, cv_folds=2)
-    evaluate(run, spec)
-    accept(run, spec)
-    return run
+    return build_run(run, spec, data, until="acceptance", train_options={"search_budget": 1, "cv_folds": 2}, **knobs)
 
 
 @pytest.fixture(scope="session")

@@ -10,14 +10,10 @@ import pandas as pd
 import pytest
 from sklearn import metrics as M
 
-from mlops_kit.data.ingest import ingest
-from mlops_kit.data.label import label
-from mlops_kit.data.split import split
-from mlops_kit.data.validate import validate
-from mlops_kit.data.wrangle import wrangle
-from mlops_kit.datasets import load_penguins_raw, materialize_data, write_sklearn_csv
-from mlops_kit.design import default_spec, save_spec, spec_from_data
-from mlops_kit.model.features import FeaturePlan, load_feature_plan, make_features, model_inputs, read_model_table
+from conftest import build_run, copy_run, run_step_cells
+from mlops_kit.datasets import load_penguins_raw, write_sklearn_csv
+from mlops_kit.design import default_spec, spec_from_data
+from mlops_kit.model.features import FeaturePlan, load_feature_plan, model_inputs, read_model_table
 from mlops_kit.model.train import (EXPERIMENT_COLUMNS, GREATER_IS_BETTER, cv_folds_for, load_model, metric_value,
                                    save_model, search_candidates, train, train_models, untrusted_types)
 from mlops_kit.runfolder import read_json, write_parquet
@@ -27,17 +23,9 @@ COURSE = default_spec()
 SAME = ["experiment", "candidate", "params", "mean_cv_score", "std_cv_score", "cv_scores", "rank", "is_best"]
 
 
-def feature_run(run: Path, spec, data="course", **knobs) -> Path:
-    "A run folder with the data steps' and the features step's outputs, made in this process."
-    save_spec(spec, run / "spec.yaml")
-    materialize_data(run, data, **knobs)
-    for step in (ingest, validate, wrangle, label, split, make_features): step(run, spec)
-    return run
-
-
 @pytest.fixture(scope="module")
 def course_run(tmp_path_factory):
-    return feature_run(tmp_path_factory.mktemp("course"), COURSE, n_customers=300, seed=5)
+    return build_run(tmp_path_factory.mktemp("course"), COURSE, n_customers=300, seed=5, until="features")
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +36,8 @@ def file_runs(tmp_path_factory):
     out = {}
     for name, target in (("penguins", "Species"), ("diabetes", "target")):
         spec = spec_from_data(d / f"{name}.csv", target)
-        out[name] = (feature_run(d / name, spec, d / f"{name}.csv"), spec)
+        out[name] = (build_run(d / name, spec, d / f"{name}.csv", until="features"), spec)
     return out
-
-
-def copy_run(run: Path, to: Path) -> Path:
-    shutil.copytree(run, to)
-    return to
 
 
 def test_the_step_writes_the_model_the_baseline_and_every_experiment(course_run, tmp_path):
@@ -243,23 +226,12 @@ def test_bad_parameters_and_missing_inputs_fail_before_any_work(course_run, tmp_
         train_models(X, np.array([0, 1] * 4), tiny, "roc_auc", groups=np.array(list("aaaabbbb")))
 
 
-def _run_step_cells(notebook: Path, run_dir: Path, out: Path, **params):
-    "Execute a notebook the way `mlops-kit run` does: only its export and import cells and the parameters cell onward."
-    import nbformat
-    import papermill
-    from mlops_kit.pipeline import step_cells
-    nb_path = out.with_suffix(".in.ipynb")
-    nbformat.write(step_cells(notebook), nb_path)
-    papermill.execute_notebook(str(nb_path), str(out), parameters={"run_dir": str(run_dir), **params}, progress_bar=False,
-                               cwd=str(notebook.parent))
-
-
 def test_both_notebooks_run_as_pipeline_steps_on_their_own_cells(course_run, tmp_path):
     run = copy_run(course_run, tmp_path / "run")
     shutil.rmtree(run / "model")
-    _run_step_cells(ROOT / "nbs" / "20_model_features.ipynb", run, tmp_path / "features.ipynb")
+    run_step_cells(ROOT / "nbs" / "20_model_features.ipynb", run, tmp_path / "features.ipynb")
     assert (run / "model" / "feature_plan.json").is_file()
-    _run_step_cells(ROOT / "nbs" / "21_model_train.ipynb", run, tmp_path / "train.ipynb", search_budget=2, cv_folds=3)
+    run_step_cells(ROOT / "nbs" / "21_model_train.ipynb", run, tmp_path / "train.ipynb", search_budget=2, cv_folds=3)
     rep = read_json(run / "model" / "train_report.json")
     assert rep["search_budget"] == 2 and rep["experiments"] == 5
     metrics = read_json(run / "metrics" / "train.json")
