@@ -477,6 +477,13 @@ def build_report(run_dir: str | Path) -> Path:
     return atomic_write(run_dir / "report.html", body)
 
 # %% ../nbs/40_pipeline.ipynb #c8526787
+def _key_metric_rank(name: str) -> int:
+    "Where a metric goes in the default listing: the model's test scores and its gates first, then the data's counts."
+    step, _, metric = name.partition(".")
+    if step == "evaluate" and not metric.startswith(("baseline", "rows")) and (metric.endswith("_test") or metric == "test_cost_per_1000"): return 0
+    if name in ("acceptance.failed", "evaluate.decision_threshold", "package.version"): return 1
+    return 2
+
 def list_runs(runs_dir: str | Path | None = None, metrics: Sequence[str] | None = None) -> "pd.DataFrame":
     "One row per run in `runs_dir`: id, status, start, seconds, failed step, data, and metrics (`step.metric`)."
     import pandas as pd
@@ -491,7 +498,7 @@ def list_runs(runs_dir: str | Path | None = None, metrics: Sequence[str] | None 
                "data": m.get("parameters", {}).get("data", "")}
         flat = {f"{s}.{k}": v for s, d in (m.get("metrics") or {}).items() for k, v in d.items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        row.update({k: flat.get(k) for k in metrics} if metrics else flat)
+        row.update({k: flat.get(k) for k in metrics} if metrics else dict(sorted(flat.items(), key=lambda kv: _key_metric_rank(kv[0]))))
         rows.append(row)
     df = pd.DataFrame(rows)
     if not metrics and len(df.columns) > 12: df = df.iloc[:, :12]  # keep the default listing readable

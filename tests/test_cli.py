@@ -65,6 +65,8 @@ def test_runs_lists_the_run(default_run, tmp_path):
     res = run_cli("runs", "--runs-dir", run_dir.parent)
     assert res.returncode == 0
     assert m["run_id"] in res.stdout and "succeeded" in res.stdout
+    header = res.stdout.splitlines()[0].split()
+    assert header[6:9] == ["evaluate.roc_auc_test", "evaluate.test_cost_per_1000", "acceptance.failed"], header  # the model first
     empty = run_cli("runs", "--runs-dir", tmp_path)
     assert "no runs yet" in empty.stdout
 
