@@ -224,3 +224,10 @@ def test_feature_signal_flags_a_copy_of_the_label():
     Xt = np.c_[rng.normal(size=500), y + rng.normal(0, 0.01, 500)]
     s = feature_signal(Xt, y, ["noise", "leak"], FeaturePlan("y", "binary", classes=[0, 1], positive_class=1))
     assert s.index[0] == "leak" and s["leak"] > 0.99 and s["noise"] < 0.6
+
+
+def test_the_split_column_of_the_model_table_is_never_planned_as_a_feature(course_run):
+    "read_model_table adds each row's split; planning straight from it must not turn that into a feature."
+    table = read_model_table(course_run)
+    plan = plan_features(table, load_contract(course_run / "data" / "contract.json"), COURSE)
+    assert "split" in plan.excluded and "split" not in plan.features

@@ -316,6 +316,8 @@ def plan_features(df: pd.DataFrame, contract=None, spec=None, *, target: str | N
         elif c == f"{target}_missing": reason = "flag of the target: says whether the label is known"
         elif c == id_col: reason = "entity id: used to keep each entity in one cross-validation fold, never as a feature"
         elif c == time_col: reason = "time column: the period a row describes; read only as the reference date of date features"
+        elif c == "split" and c not in rules and set(df[c].dropna().unique()) <= {"train", "valid", "test", "unlabeled"}:
+            reason = "the split assignment (read_model_table adds it): where a row is used, not what it is"
         else:
             group, reason = _column_group(c, rows[c], rules.get(c), df.columns)
             if group is not None:
