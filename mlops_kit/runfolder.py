@@ -19,8 +19,8 @@ if TYPE_CHECKING: import pandas as pd  # imported where a table is read or writt
 
 # %% auto #0
 __all__ = ['QUARANTINE_COLUMNS', 'atomic_path', 'atomic_write', 'sha256_file', 'hash_tree', 'write_json', 'read_json',
-           'record_metrics', 'read_metrics', 'write_parquet', 'read_parquet', 'quarantine_rows', 'write_quarantine',
-           'read_quarantine', 'resolve_run_dir']
+           'record_metrics', 'read_metrics', 'write_parquet', 'read_parquet', 'json_value', 'quarantine_rows',
+           'write_quarantine', 'read_quarantine', 'resolve_run_dir']
 
 # %% ../nbs/01_run_folder.ipynb #7b8f0ea1
 @contextlib.contextmanager
@@ -112,20 +112,22 @@ def read_parquet(path: str | Path, producer: str | None = None) -> "pd.DataFrame
     return pd.read_parquet(path)
 
 # %% ../nbs/01_run_folder.ipynb #181982a8
-def _json_value(v):
-    "A cell value as plain JSON: NaN and NA become null, numpy scalars and timestamps become Python values."
+def json_value(v: Any) -> Any:
+    "`v` as plain JSON values, recursively: NaN and NA become null, numpy scalars and arrays Python values, timestamps ISO text."
+    import numpy as np
     import pandas as pd
-    if v is None or (not isinstance(v, (list, dict, str)) and pd.isna(v)): return None
+    if isinstance(v, dict): return {str(k): json_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, np.ndarray)): return [json_value(x) for x in v]
+    if v is None or (pd.api.types.is_scalar(v) and not isinstance(v, str) and pd.isna(v)): return None
     if hasattr(v, "isoformat"): return v.isoformat()
-    if hasattr(v, "item"): return v.item()
-    return v
+    return v.item() if hasattr(v, "item") else v
 
 def quarantine_rows(rows: "pd.DataFrame", reason: "str | pd.Series", check: str, source: str) -> "pd.DataFrame":
     "`rows` in the quarantine format: `_row_id`, `source`, `check`, `reason` and the original `record` as JSON."
     import pandas as pd
     ids = rows["_row_id"].astype("Int64").to_numpy() if "_row_id" in rows else pd.array([pd.NA] * len(rows), dtype="Int64")
     cols = [c for c in rows.columns if c != "_row_id"]
-    records = [json.dumps({c: _json_value(v) for c, v in zip(cols, vals)}, default=str)
+    records = [json.dumps({c: json_value(v) for c, v in zip(cols, vals)}, default=str)
                for vals in rows[cols].itertuples(index=False, name=None)]
     reasons = list(reason) if isinstance(reason, pd.Series) else [reason] * len(rows)
     return pd.DataFrame({"_row_id": pd.array(ids, dtype="Int64"), "source": source, "check": check,

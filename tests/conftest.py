@@ -93,3 +93,12 @@ def run_step_cells(notebook: Path, run_dir: Path, out: Path, **params) -> None:
     nbformat.write(step_cells(notebook), nb_path)
     papermill.execute_notebook(str(nb_path), str(out), parameters={"run_dir": str(run_dir), **params}, progress_bar=False,
                                cwd=str(notebook.parent))
+
+
+def user_files(folder: Path) -> list[tuple[str, str, Path, str]]:
+    "Two users' files written to `folder`, as (task, name, path, target): the raw penguins (multiclass), diabetes (regression)."
+    from mlops_kit.datasets import load_penguins_raw, write_sklearn_csv
+    load_penguins_raw().to_csv(folder / "penguins.csv", index=False)
+    write_sklearn_csv("diabetes", folder / "diabetes.csv")
+    return [("multiclass", "penguins", folder / "penguins.csv", "Species"),
+            ("regression", "diabetes", folder / "diabetes.csv", "target")]

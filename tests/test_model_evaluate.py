@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as M
 
-from conftest import build_run, copy_run, run_step_cells
-from mlops_kit.datasets import load_penguins_raw, write_sklearn_csv
+from conftest import build_run, copy_run, run_step_cells, user_files
 from mlops_kit.design import default_spec, spec_from_data
 from mlops_kit.model.evaluate import (EVAL_SPLITS, choose_threshold, cost_curve, evaluate, evaluate_model, evaluation_metrics,
                                       evaluation_rows, model_output)
@@ -34,12 +33,10 @@ def trained_run(run: Path, spec, data="course", **knobs) -> Path:
 def runs(tmp_path_factory):
     "One trained run per task type: the course business (binary), penguins (multiclass), diabetes (regression)."
     d = tmp_path_factory.mktemp("runs")
-    load_penguins_raw().to_csv(d / "penguins.csv", index=False)
-    write_sklearn_csv("diabetes", d / "diabetes.csv")
     out = {"binary": (trained_run(d / "course", COURSE, n_customers=400, seed=3), COURSE)}
-    for task, name, target in (("multiclass", "penguins", "Species"), ("regression", "diabetes", "target")):
-        spec = spec_from_data(d / f"{name}.csv", target)
-        out[task] = (trained_run(d / name, spec, d / f"{name}.csv"), spec)
+    for task, name, path, target in user_files(d):
+        spec = spec_from_data(path, target)
+        out[task] = (trained_run(d / name, spec, path), spec)
     return out
 
 

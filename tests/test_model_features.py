@@ -7,9 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import build_run, copy_run
+from conftest import build_run, copy_run, user_files
 from mlops_kit.data.validate import ColumnRule, Contract, load_contract
-from mlops_kit.datasets import load_penguins_raw, write_sklearn_csv
 from mlops_kit.design import default_spec, spec_from_data
 from mlops_kit.model.features import (TRUSTED_TYPES, FeaturePlan, build_preprocessor, feature_signal, load_feature_plan,
                                       make_features, model_inputs, period_end, plan_features, plan_table, read_model_table,
@@ -28,12 +27,10 @@ def course_run(tmp_path_factory):
 def file_runs(tmp_path_factory):
     "Run folders for a messy multiclass file (raw penguins) and a regression file (diabetes): name -> (run, spec)."
     d = tmp_path_factory.mktemp("files")
-    load_penguins_raw().to_csv(d / "penguins.csv", index=False)
-    write_sklearn_csv("diabetes", d / "diabetes.csv")
     out = {}
-    for name, target in (("penguins", "Species"), ("diabetes", "target")):
-        spec = spec_from_data(d / f"{name}.csv", target)
-        out[name] = (build_run(d / name, spec, d / f"{name}.csv"), spec)
+    for _, name, path, target in user_files(d):
+        spec = spec_from_data(path, target)
+        out[name] = (build_run(d / name, spec, path), spec)
     return out
 
 

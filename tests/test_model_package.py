@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import skops.io as sio
 
-from conftest import build_run
+from conftest import build_run, user_files
 from mlops_kit.model.package import (BundleError, BundleInputError, ForeignBundleError, PromotionRefused, TamperedBundleError,
                                      UntrustedTypesError, build_bundle, check_input, default_registry, fingerprint,
                                      list_models, load_bundle, load_pipeline, load_registered, package, pipeline_inputs,
@@ -34,13 +34,11 @@ def _make_run(run: Path, data: str, target: str | None = None, threshold: float 
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory):
     "Finished run folders (read-only: copy before changing) for the three task types."
-    from mlops_kit.datasets import load_penguins_raw, write_sklearn_csv
     base = tmp_path_factory.mktemp("package-runs")
-    load_penguins_raw().to_csv(base / "penguins.csv", index=False)
-    write_sklearn_csv("diabetes", base / "diabetes.csv")
-    return {"binary": _make_run(base / "course", "course", n_customers=600, seed=42),
-            "multiclass": _make_run(base / "penguins", base / "penguins.csv", "Species"),
-            "regression": _make_run(base / "diabetes", base / "diabetes.csv", "target", threshold=0.3)}
+    runs = {"binary": _make_run(base / "course", "course", n_customers=600, seed=42)}
+    for task, name, path, target in user_files(base):
+        runs[task] = _make_run(base / name, path, target, threshold=0.3 if task == "regression" else None)
+    return runs
 
 
 @pytest.fixture(scope="session")

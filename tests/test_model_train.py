@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as M
 
-from conftest import build_run, copy_run, run_step_cells
-from mlops_kit.datasets import load_penguins_raw, write_sklearn_csv
+from conftest import build_run, copy_run, run_step_cells, user_files
 from mlops_kit.design import default_spec, spec_from_data
 from mlops_kit.model.features import FeaturePlan, load_feature_plan, model_inputs, read_model_table
 from mlops_kit.model.train import (EXPERIMENT_COLUMNS, GREATER_IS_BETTER, cv_folds_for, load_model, metric_value,
@@ -31,12 +30,10 @@ def course_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def file_runs(tmp_path_factory):
     d = tmp_path_factory.mktemp("files")
-    load_penguins_raw().to_csv(d / "penguins.csv", index=False)
-    write_sklearn_csv("diabetes", d / "diabetes.csv")
     out = {}
-    for name, target in (("penguins", "Species"), ("diabetes", "target")):
-        spec = spec_from_data(d / f"{name}.csv", target)
-        out[name] = (build_run(d / name, spec, d / f"{name}.csv", until="features"), spec)
+    for _, name, path, target in user_files(d):
+        spec = spec_from_data(path, target)
+        out[name] = (build_run(d / name, spec, path, until="features"), spec)
     return out
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..design import ModelTest, TASK_METRICS
 from .evaluate import input_columns, model_output
-from ..runfolder import read_json, sha256_file, write_json
+from ..runfolder import json_value, read_json, sha256_file, write_json
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -276,17 +276,11 @@ def check_acceptance(model, evaluation: dict, spec, test_rows: pd.DataFrame, tra
     if "_row_id" in cases: cases["_row_id"] = cases["_row_id"].astype("Int64")   # row ids stay whole numbers beside the cases
     report = {"passed": bool(checks.passed.all()), "failed": checks.name[~checks.passed].tolist(),
               "metric": spec.metrics.offline_metric, "behaviour_rows": len(sample), "seed": seed,
-              "decision_threshold": evaluation.get("threshold"), "typical_row": {k: _plain(v) for k, v in typical.items()},
-              "results": [{k: _plain(v) for k, v in r.items()} for r in checks.to_dict("records")],
-              "cases": [{"test": t["name"], **{k: _plain(v) for k, v in c.items()}} for t in tests for c in t["cases"]]}
+              "decision_threshold": evaluation.get("threshold"), "typical_row": {k: json_value(v) for k, v in typical.items()},
+              "results": [{k: json_value(v) for k, v in r.items()} for r in checks.to_dict("records")],
+              "cases": [{"test": t["name"], **{k: json_value(v) for k, v in c.items()}} for t in tests for c in t["cases"]]}
     return Acceptance(checks, cases, report)
 
-def _plain(v):
-    "A value as plain JSON: NA becomes None, numpy scalars Python values, timestamps ISO text; dicts and lists kept."
-    if isinstance(v, dict): return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)): return [_plain(x) for x in v]
-    if v is None or (not isinstance(v, str) and pd.isna(v)): return None
-    if hasattr(v, "isoformat"): return v.isoformat()
     return v.item() if hasattr(v, "item") else v
 
 # %% ../../nbs/23_model_acceptance.ipynb #7877aa59

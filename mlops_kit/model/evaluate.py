@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 from ..design import TASK_METRICS, TASKS
-from ..runfolder import atomic_path, write_json, write_parquet
+from ..runfolder import atomic_path, json_value, write_json, write_parquet
 
 # %% auto #0
 __all__ = ['EVAL_SPLITS', 'evaluation_rows', 'align_labels', 'class_index', 'ModelOutput', 'model_output', 'compute_metrics',
@@ -387,11 +387,6 @@ def error_profile(worst: pd.DataFrame, rows: pd.DataFrame, inputs: list[str]) ->
     return res.reindex(res["shift"].abs().sort_values(ascending=False).index).reset_index(drop=True)
 
 # %% ../../nbs/22_model_evaluate.ipynb #8775284f
-def _plain(v):
-    "A value as plain Python for JSON: NA becomes None, numpy scalars become Python values."
-    if v is None or (not isinstance(v, (list, dict, str)) and pd.isna(v)): return None
-    return v.item() if hasattr(v, "item") else v
-
 @dataclass
 class Evaluation:
     "The evaluate step's results: the report (evaluation.json), predictions, slices, worst cases, and what the plots need."
@@ -472,7 +467,7 @@ def evaluate_model(model, baseline, rows: pd.DataFrame, spec, slice_column: str 
                                       m.threshold, classes, pos) for c in cols], ignore_index=True) if cols else \
         pd.DataFrame(columns=["column", "value", "rows", "share", m.offline_metric, "gap", "flag"])
     report["slice_columns"], report["slice_reason"] = cols, why
-    report["slices"] = [{k: _plain(v) for k, v in r.items()} for r in slices.to_dict("records")]
+    report["slices"] = [{k: json_value(v) for k, v in r.items()} for r in slices.to_dict("records")]
     t_out = ModelOutput(task, classes, t_proba, None if out.value is None else out.value[test])
     errors = worst_cases(t_rows, y[test], t_out, pred[test], inputs, n_worst)
     profile = error_profile(errors, t_rows, inputs)

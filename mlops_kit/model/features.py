@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..data.ingest import to_datetime
-from ..runfolder import read_json, read_parquet, write_json
+from ..runfolder import json_value, read_json, read_parquet, write_json
 
 # %% auto #0
 __all__ = ['FEATURE_GROUPS', 'CLASSIFICATION', 'PLAN_FORMAT', 'TRUSTED_TYPES', 'MAX_CATEGORIES', 'ID_SHARE', 'FeaturePlan',
@@ -59,15 +59,10 @@ class FeaturePlan:
         return self.features + ([self.time_column] if self.date and self.time_column else [])
 
 # %% ../../nbs/20_model_features.ipynb #e65a29b6
-def _plain(v):
-    "A value as plain Python for JSON: numpy scalars become Python values, NA becomes None."
-    if v is None or (not isinstance(v, (list, dict, str)) and pd.isna(v)): return None
-    return v.item() if hasattr(v, "item") else v
-
 def plan_to_dict(plan: FeaturePlan) -> dict[str, Any]:
     "The plan as plain JSON-ready data (with the derived `input_columns`, for readers of the file)."
     d = dataclasses.asdict(plan)
-    d["positive_class"], d["classes"] = _plain(plan.positive_class), [_plain(c) for c in plan.classes]
+    d["positive_class"], d["classes"] = json_value(plan.positive_class), [json_value(c) for c in plan.classes]
     return {"format": PLAN_FORMAT, **d, "input_columns": plan.input_columns}
 
 def plan_from_dict(d: dict[str, Any], where: str = "the feature plan") -> FeaturePlan:

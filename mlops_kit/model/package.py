@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-from ..runfolder import read_json, sha256_file, write_json
+from ..runfolder import json_value, read_json, sha256_file, write_json
 
 # %% auto #0
 __all__ = ['SAFE_MODULES', 'FEATURE_GROUPS', 'CARD_STEPS', 'CARD_LIBRARIES', 'BUNDLE_FORMAT', 'BUNDLE_FORMAT_VERSION',
@@ -110,14 +110,6 @@ def dtype_family(dtype) -> str:
     if pd.api.types.is_datetime64_any_dtype(dtype): return "date"
     return "text"
 
-def _plain(v: Any) -> Any:
-    "A value as plain JSON: numpy scalars become Python values, NA becomes None."
-    if isinstance(v, (list, tuple)): return [_plain(x) for x in v]
-    if isinstance(v, dict): return {str(k): _plain(x) for k, x in v.items()}
-    if v is None or (not isinstance(v, str) and pd.api.types.is_scalar(v) and pd.isna(v)): return None
-    if hasattr(v, "isoformat"): return v.isoformat()
-    return v.item() if hasattr(v, "item") else v
-
 def input_schema(pipeline: Any, sample: pd.DataFrame, plan: dict | None = None, contract: dict | None = None) -> dict:
     "The bundle's input schema: every column the pipeline reads, with its group, kind, dtype, family, nullability and domain."
     plan, contract = plan or {}, contract or {}
@@ -132,7 +124,7 @@ def input_schema(pipeline: Any, sample: pd.DataFrame, plan: dict | None = None, 
                "dtype": str(s.dtype), "family": dtype_family(s.dtype), "required": True,
                "nullable": bool(rule.get("nullable", True) or s.isna().any())}
         for k in ("domain", "min", "max"):
-            if rule.get(k) is not None: col[k] = _plain(rule[k])
+            if rule.get(k) is not None: col[k] = json_value(rule[k])
         columns.append(col)
     return {"columns": columns, "extra_columns": "ignored",
             "note": "every listed column must be present (values may be missing where nullable); other columns are ignored"}
@@ -211,7 +203,7 @@ def data_summary(labelled: pd.DataFrame, splits: pd.DataFrame, spec: Any) -> dic
     out = {"rows": {s: int((df.split == s).sum()) for s in ("train", "valid", "test", "unlabeled")}}
     if p.time_column and p.time_column in df.columns:
         t = df[p.time_column]
-        out["periods"] = {s: [_plain(t[df.split == s].min()), _plain(t[df.split == s].max())]
+        out["periods"] = {s: [json_value(t[df.split == s].min()), json_value(t[df.split == s].max())]
                           for s in ("train", "valid", "test") if (df.split == s).any()}
     y = df[p.target]
     if p.task == "binary":
@@ -471,7 +463,7 @@ def build_bundle(run_dir: str | Path, out_dir: str | Path | None = None, name: s
     train = labelled[labelled["_row_id"].isin(splits.loc[splits.split == "train", "_row_id"])]
     schema = input_schema(pipeline, train if len(train) else labelled, plan, contract)
     p, task = spec.prediction, spec.prediction.task
-    classes = _plain(list(getattr(pipeline, "classes_", []))) if task != "regression" else None
+    classes = json_value(list(getattr(pipeline, "classes_", []))) if task != "regression" else None
     if task == "binary" and classes and str(p.positive_class) not in map(str, classes):
         raise BundleError(f"the spec's positive class {p.positive_class!r} is not one of the model's classes {classes}")
     threshold, source = _decision_threshold(task, evaluation)
@@ -483,11 +475,11 @@ def build_bundle(run_dir: str | Path, out_dir: str | Path | None = None, name: s
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "build_id": uuid.uuid4().hex,
         "run_id": run_dir.resolve().name,
         "task": task, "target": p.target, "classes": classes,
-        "positive_class": _plain(p.positive_class) if task == "binary" else None,
+        "positive_class": json_value(p.positive_class) if task == "binary" else None,
         "decision_threshold": threshold, "decision_threshold_source": source,
         "metric": {"name": mname, "greater_is_better": spec.metrics.greater_is_better, "gate": spec.metrics.threshold,
-                   "valid": _plain((evaluation.get("valid") or {}).get(mname)), "test": _plain((evaluation.get("test") or {}).get(mname)),
-                   "baseline_test": _plain(((evaluation.get("baseline") or {}).get("test") or {}).get(mname))},
+                   "valid": json_value((evaluation.get("valid") or {}).get(mname)), "test": json_value((evaluation.get("test") or {}).get(mname)),
+                   "baseline_test": json_value(((evaluation.get("baseline") or {}).get("test") or {}).get(mname))},
         "acceptance_passed": not failed, "acceptance_failures": failed,
         "model": {"estimator": type(pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline).__name__,
                   "steps": [s for s, _ in getattr(pipeline, "steps", [])] or [type(pipeline).__name__]},
