@@ -69,9 +69,24 @@ def hash_tree(folder: str | Path, exclude: tuple[str, ...] = ()) -> dict[str, st
     return out
 
 # %% ../nbs/01_run_folder.ipynb #c9e5ddcb
+def _json_default(v: Any) -> Any:
+    "What `json.dumps` cannot store itself: numpy and pandas scalars as numbers, missing values as null, dates as ISO text."
+    if type(v).__module__.split(".")[0] in ("numpy", "pandas"):
+        if getattr(v, "ndim", None) and hasattr(v, "tolist"): return v.tolist()        # numpy arrays
+        if v is getattr(__import__("pandas"), "NA") or type(v).__name__ in ("NaTType", "NAType"): return None
+        if hasattr(v, "isoformat"): return v.isoformat()                                 # pd.Timestamp
+        if hasattr(v, "item"): return v.item()                                           # np.int64, np.float32, np.bool_
+    if hasattr(v, "isoformat"): return v.isoformat()                                     # datetime, date
+    if isinstance(v, Path): return v.as_posix()
+    if isinstance(v, (set, frozenset)): return sorted(v, key=str)
+    raise TypeError(f"cannot store a {type(v).__module__}.{type(v).__qualname__} ({v!r:.80}) as JSON; convert it to a "
+                    "number, text, list or dict first (mlops_kit.runfolder.json_value does it for numpy and pandas values)")
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    "Write `obj` as indented, key-sorted JSON to `path`, atomically."
-    return atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    "Write `obj` as indented, key-sorted JSON to `path`, atomically; numpy/pandas values become numbers, anything else unknown is refused."
+    try: text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default)
+    except (TypeError, ValueError) as e: raise TypeError(f"{path}: {e}") from None
+    return atomic_write(path, text + "\n")
 
 def read_json(path: str | Path) -> Any:
     "Read the JSON file at `path`, with an error that names the file when it is missing or broken."
