@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING: from matplotlib.figure import Figure  # matplotlib is imported when a plot is drawn, not with the module
 
 from .runfolder import atomic_path, atomic_write, read_json, resolve_run_dir, sha256_file, write_json
+from .tables import check_enough_rows, read_table, table_kind
 
 # %% auto #0
 __all__ = ['COURSE_SOURCES', 'DRIFT_SCENARIOS', 'INCIDENTS', 'PLAN_FEES', 'DIRT_RATES', 'check_course_knobs', 'month_calendar',
@@ -635,26 +636,14 @@ def _describe_file(path: Path, name: str, kind: str, df: pd.DataFrame) -> dict[s
                 bytes=path.stat().st_size, sha256=sha256_file(path))
 
 
-def _read_user_file(path: Path) -> pd.DataFrame:
-    "Read a CSV or Parquet file the learner points at, with errors that say what to do."
-    if not path.is_file():
-        raise FileNotFoundError(f"data file {path} does not exist; pass data='course' or the path of an existing CSV or Parquet file")
-    kind = path.suffix.lower().lstrip(".")
-    if kind not in ("csv", "parquet"):
-        raise ValueError(f"data file {path} has extension {path.suffix or '(none)'!r}; the kit reads .csv and .parquet files: "
-                         "save your table in one of those formats")
-    if path.stat().st_size == 0:
-        raise ValueError(f"data file {path} is empty (0 bytes); export your table again")
-    from mlops_kit.data.ingest import read_csv_sniffed  # the ingest step's reader: encoding and delimiter sniffed
-    try: df = read_csv_sniffed(path) if kind == "csv" else pd.read_parquet(path)
-    except pd.errors.EmptyDataError: raise ValueError(f"data file {path} has no header and no rows; export your table again") from None
-    except Exception as e: raise ValueError(f"data file {path} could not be read as {kind.upper()} ({type(e).__name__}: {e}); "
-                                            f"check that it really is a {kind.upper()} file") from None
-    if len(df) == 0: raise ValueError(f"data file {path} has a header but no data rows; export your table again")
+def _read_user_file(path: Path, min_rows: int = 1) -> pd.DataFrame:
+    "Read the data file the learner points at with the kit's one reader; refuse it with fewer than `min_rows` rows."
+    df = read_table(path)   # the reader the design and ingest steps use too: one list of extensions, sniffed CSV
+    check_enough_rows(df, path, min_rows)
     return df
 
 # %% ../nbs/03_datasets.ipynb #adba91d7
-def materialize_data(run_dir: str | Path, data: str | Path = "course", **course_knobs) -> pd.DataFrame:
+def materialize_data(run_dir: str | Path, data: str | Path = "course", min_rows: int = 1, **course_knobs) -> pd.DataFrame:
     "The datasets step: put the raw data into `<run_dir>/data/raw/`, write `sources.json`, return the catalogue."
     unknown = sorted(set(course_knobs) - set(_KNOBS))
     if unknown: raise ValueError(f"unknown course-data knob(s) {', '.join(unknown)}; valid knobs: {', '.join(_KNOBS)}")
@@ -665,7 +654,7 @@ def materialize_data(run_dir: str | Path, data: str | Path = "course", **course_
         check_course_knobs(**{k: v for k, v in course_knobs.items() if k not in ("start",)})
     else:
         src = Path(data).expanduser()
-        df = _read_user_file(src)
+        df = _read_user_file(src, min_rows)
         changed = {k: v for k, v in course_knobs.items() if v != _KNOB_DEFAULTS[k] and k != "seed"}
         if changed: print(f"note: {', '.join(changed)} only shape the course data; your file {src.name} is used as it is")
     raw = resolve_run_dir(run_dir) / "data" / "raw"
@@ -678,6 +667,6 @@ def materialize_data(run_dir: str | Path, data: str | Path = "course", **course_
         dest = raw / src.name
         if not (dest.exists() and dest.samefile(src)):
             with atomic_path(dest) as tmp: shutil.copyfile(src, tmp)
-        rows = [_describe_file(dest, src.stem, src.suffix.lower().lstrip("."), df)]
+        rows = [_describe_file(dest, src.stem, table_kind(src), df)]
     write_json(raw / "sources.json", rows)
     return pd.DataFrame(rows)

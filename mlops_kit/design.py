@@ -16,7 +16,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from .roles import ROLES
 from .runfolder import atomic_write
+from .tables import MIN_ROWS, check_enough_rows, read_table, table_kind
 
 # %% auto #0
 __all__ = ['SOURCE_KINDS', 'LEGAL_BASES', 'LEARNING_TYPES', 'TASKS', 'TASK_METRICS', 'SERVING_MODES', 'RETRAIN_CADENCES',
@@ -628,7 +630,6 @@ def spec_to_dict(spec: Spec) -> dict:
 # %% ../nbs/02_design.ipynb #a06e6465
 def _role_keys() -> list[str]:
     "The role keys a spec may use."
-    from mlops_kit.roles import ROLES  # imported here so the roles module may import this one
     return list(ROLES)
 
 def validate_spec(spec_or_dict: Spec | dict) -> list[str]:
@@ -694,7 +695,6 @@ def load_spec(path: str | Path) -> Spec:
 # %% ../nbs/02_design.ipynb #5fe205a8
 def _role_name(key: str) -> str:
     "The readable name of a role key."
-    from mlops_kit.roles import ROLES
     return ROLES[key].name if key in ROLES else key
 
 def _cell(v) -> str:
@@ -810,27 +810,10 @@ def infer_task(target: pd.Series) -> tuple[str, str]:
     return "multiclass", f"{name!r} holds {n} distinct labels{missing}"
 
 # %% ../nbs/02_design.ipynb #5c339466
-_DATA_KINDS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-
 def _read_table(path: str | Path) -> tuple[pd.DataFrame, str]:
-    "Read a CSV or Parquet file and return it with its kind; errors name the file and the fix."
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"data file {path} does not exist; pass -p data PATH with a CSV or Parquet file, "
-                                "or -p data course for the course data")
-    if path.is_dir(): raise IsADirectoryError(f"data {path} is a folder; pass the path of one CSV or Parquet file")
-    kind = _DATA_KINDS.get(path.suffix.lower())
-    if kind is None:
-        raise ValueError(f"{path}: unsupported file type {path.suffix or '(no extension)'!r}; the kit reads .csv and "
-                         ".parquet files (convert it first, e.g. with pandas: df.to_csv('data.csv', index=False))")
-    if path.stat().st_size == 0: raise ValueError(f"{path} is empty (0 bytes); pass a file with a header row and data rows")
-    from mlops_kit.data.ingest import read_csv_sniffed  # the ingest step's reader: encoding and delimiter sniffed
-    try: df = read_csv_sniffed(path) if kind == "csv" else pd.read_parquet(path)
-    except pd.errors.EmptyDataError: raise ValueError(f"{path} is empty (no header, no rows); pass a file with data") from None
-    except Exception as e:
-        raise ValueError(f"could not read {path} as {kind} ({type(e).__name__}: {e}); check that it really is a {kind} file") from None
-    if len(df) == 0: raise ValueError(f"{path} has a header ({', '.join(map(str, df.columns))}) but no rows; pass a file with data")
-    return df, kind
+    "Read a data file with the kit's one reader (`mlops_kit.tables.read_table`) and return it with its kind."
+    df = read_table(path)
+    return df, table_kind(path)
 
 # %% ../nbs/02_design.ipynb #e330d922
 def _pick_positive(y: pd.Series, given=None):
@@ -856,10 +839,11 @@ _PERSONAL_HINTS = ("name", "email", "e_mail", "phone", "mobile", "address", "bir
                    "postcode", "zipcode", "ip_addr", "iban", "national_id")
 
 def spec_from_data(data: str | Path, target: str | None, task: str = "auto", id_column: str | None = None,
-                   time_column: str | None = None, positive_class=None) -> Spec:
-    "A minimal valid spec for a CSV or Parquet file: the task inferred (and said), placeholders the team must replace."
+                   time_column: str | None = None, positive_class=None, min_rows: int = 1) -> Spec:
+    "A minimal valid spec for a data file: the task inferred (and said), placeholders the team must replace."
     df, kind = _read_table(data)
     path = Path(data).expanduser()
+    check_enough_rows(df, path, min_rows)
     cols = [str(c) for c in df.columns]
     if not target:
         raise ValueError(f"no target given for {path.name}: pass -p target COL with one of its columns: {', '.join(cols)}")
@@ -943,7 +927,7 @@ def _coerce_class(value, like):
 # %% ../nbs/02_design.ipynb #3849c159
 def spec_for_run(data: str = "course", target: str | None = None, task: str = "auto", id_column: str | None = None,
                  time_column: str | None = None, positive_class=None, spec: str | None = None,
-                 threshold: float | None = None) -> Spec:
+                 threshold: float | None = None, min_rows: int = MIN_ROWS) -> Spec:
     "The spec a pipeline run uses: a spec file, the course spec or a draft from `data`, then the overrides, validated."
     data, target, id_column, time_column = map(_blank, (data, target, id_column, time_column))
     positive_class, spec, threshold, task = _blank(positive_class), _blank(spec), _blank(threshold), _blank(task) or "auto"
@@ -956,7 +940,7 @@ def spec_for_run(data: str = "course", target: str | None = None, task: str = "a
         s = default_spec()
         print("spec: the built-in course spec (subscription churn)")
     else:
-        s = spec_from_data(data, target, task, id_column, time_column, positive_class)
+        s = spec_from_data(data, target, task, id_column, time_column, positive_class, min_rows=min_rows)
         print(f"spec: a draft from {data}; replace its [placeholders] and save it as your own spec")
     pred, met = s.prediction, s.metrics
     if target is not None: pred = replace(pred, target=target)

@@ -125,7 +125,16 @@ def test_usage_decline_lowers_minutes_and_sessions(tmp_path, baseline):
 
 
 def test_no_drift_start_month_is_needed_without_drift(tmp_path):
-    generate_course_data(tmp_path, n_customers=50, n_months=3)  # default start months 9 and 10 are beyond 3 months: fine
+    # the default start months (9 and 10) lie beyond 3 months: without drift or incident they are never used
+    paths = generate_course_data(tmp_path, n_customers=50, n_months=3)
+    assert set(paths) == set(COURSE_SOURCES) and all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
+    months = pd.read_parquet(paths["subscriptions"]).month
+    assert sorted(months.unique()) == ["2025-01", "2025-02", "2025-03"]
+    # ... while a drift or an incident does need its start month inside the simulated months
+    with pytest.raises(ValueError, match="drift_start_month must be between 1 and n_months=3"):
+        generate_course_data(tmp_path / "drift", n_customers=50, n_months=3, drift="price_increase")
+    with pytest.raises(ValueError, match="incident_start_month must be between 1 and n_months=3"):
+        generate_course_data(tmp_path / "incident", n_customers=50, n_months=3, incident="minutes_in_seconds")
 
 
 # --- incidents: they change the files, not the business -----------------------------------------------------------

@@ -5,12 +5,8 @@
 # %% ../../nbs/10_data_ingest.ipynb #ebe50431
 from __future__ import annotations
 
-import codecs
-import csv
 import datetime as dt
-import json
 import re
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,158 +20,11 @@ if TYPE_CHECKING: from matplotlib.figure import Figure
 
 from ..runfolder import (quarantine_rows, read_json, resolve_run_dir, sha256_file, write_json, write_parquet,
                                  write_quarantine)
+from ..tables import (TABLE_KINDS, DataFileError, read_csv_sniffed, read_table, sniff_csv, sqlite_tables, table_kind,
+                              to_datetime, to_number)
 
 # %% auto #0
-__all__ = ['TABLE_KINDS', 'COURSE_GRAIN', 'sniff_csv', 'table_kind', 'read_csv_sniffed', 'DataFileError', 'read_table',
-           'to_number', 'to_datetime', 'canonical_ids', 'parquet_safe', 'join_course_sources', 'IngestResult', 'ingest',
-           'plot_ingest']
-
-# %% ../../nbs/10_data_ingest.ipynb #60a246bf
-_SNIFF_BYTES = 1 << 20
-
-def sniff_csv(path: str | Path) -> tuple[str, str]:
-    "Guess the encoding and the delimiter of the CSV file at `path` from its first megabyte."
-    with open(path, "rb") as f: head = f.read(_SNIFF_BYTES)
-    encoding = "latin-1"
-    for enc in ("utf-8-sig", "cp1252"):
-        try: text = codecs.getincrementaldecoder(enc)().decode(head, final=False); encoding = enc; break
-        except UnicodeDecodeError: continue
-    else: text = head.decode("latin-1")
-    if encoding == "utf-8-sig" and not head.startswith(codecs.BOM_UTF8): encoding = "utf-8"
-    lines = [l for l in text.splitlines()[:50] if l.strip()]
-    try: delimiter = csv.Sniffer().sniff("\n".join(lines[:20]), delimiters=",;\t|").delimiter
-    except csv.Error: delimiter = ","
-    return encoding, delimiter
-
-# %% ../../nbs/10_data_ingest.ipynb #9851618a
-TABLE_KINDS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet",
-               ".sqlite": "sqlite", ".sqlite3": "sqlite", ".db": "sqlite", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-
-def table_kind(path: str | Path) -> str:
-    "The kind of table file `path` is, from its extension: csv, parquet, sqlite or jsonl."
-    kind = TABLE_KINDS.get(Path(path).suffix.lower())
-    if kind is None:
-        raise ValueError(f"{path}: cannot read files with extension {Path(path).suffix or '(none)'!r}; the kit reads "
-                         f"{', '.join(sorted(set(TABLE_KINDS)))}")
-    return kind
-
-# %% ../../nbs/10_data_ingest.ipynb #f693d1a3
-def read_csv_sniffed(path: str | Path) -> pd.DataFrame:
-    "Read a CSV file with its sniffed encoding and delimiter (a header without rows gives an empty frame)."
-    encoding, delimiter = sniff_csv(path)
-    return pd.read_csv(path, sep=delimiter, encoding=encoding)
-
-# %% ../../nbs/10_data_ingest.ipynb #ceae2e1a
-class DataFileError(ValueError):
-    "A data file the kit cannot use; the message names the file and the fix."
-
-def _sqlite_tables(path: Path) -> list[str]:
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try: return [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
-    finally: con.close()
-
-def _read_sqlite(path: Path, table: str | None, query: str | None) -> pd.DataFrame:
-    try: tables = _sqlite_tables(path)
-    except sqlite3.DatabaseError as e: raise DataFileError(f"{path} is not a SQLite database ({e}); check the file") from None
-    if query is None:
-        if table is None:
-            if len(tables) != 1:
-                raise DataFileError(f"{path} holds {len(tables)} tables ({', '.join(tables) or 'none'}); pass table=NAME or query=SQL")
-            table = tables[0]
-        if table not in tables: raise DataFileError(f"{path} has no table {table!r}; its tables are {', '.join(tables) or 'none'}")
-        query = f'SELECT * FROM "{table}" ORDER BY rowid'
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try: return pd.read_sql_query(query, con)
-    except Exception as e: raise DataFileError(f"query on {path} failed ({e}); check the SQL") from None
-    finally: con.close()
-
-def _read_jsonl(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
-    records = []
-    with open(path, encoding=encoding) as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip(): continue
-            try: rec = json.loads(line)
-            except json.JSONDecodeError as e: raise DataFileError(f"{path}, line {i}: not valid JSON ({e.msg}); fix or remove that line") from None
-            if not isinstance(rec, dict): raise DataFileError(f"{path}, line {i}: expected a JSON object per line, got {type(rec).__name__}")
-            records.append(rec)
-    return pd.DataFrame.from_records(records)
-
-# %% ../../nbs/10_data_ingest.ipynb #a8091c02
-def read_table(path: str | Path, table: str | None = None, query: str | None = None) -> pd.DataFrame:
-    "Read a CSV (sniffed), Parquet, SQLite (`table` or `query`) or JSON lines file; clear errors for unusable files."
-    path = Path(path).expanduser()
-    if not path.exists(): raise FileNotFoundError(f"{path} does not exist; check the path (relative paths start at {Path.cwd()})")
-    if path.is_dir(): raise IsADirectoryError(f"{path} is a folder; pass the path of one data file")
-    kind = table_kind(path)
-    if path.stat().st_size == 0: raise ValueError(f"{path} is empty (0 bytes); export the data again")
-    try:
-        if kind == "csv": df = read_csv_sniffed(path)
-        elif kind == "parquet": df = pd.read_parquet(path)
-        elif kind == "sqlite": df = _read_sqlite(path, table, query)
-        else: df = _read_jsonl(path)
-    except pd.errors.EmptyDataError: raise ValueError(f"{path} has no header and no rows; export the data again") from None
-    except DataFileError: raise
-    except Exception as e:
-        raise ValueError(f"{path} could not be read as {kind} ({type(e).__name__}: {e}); check that it really is a {kind} file") from None
-    if len(df) == 0:
-        cols = ", ".join(map(str, df.columns))
-        raise ValueError(f"{path} has {'a header (' + cols + ') but ' if cols else ''}no data rows; export the data again")
-    return df
-
-# %% ../../nbs/10_data_ingest.ipynb #ff65a37a
-def _text_to_number(s: pd.Series) -> pd.Series:
-    "Text with spaces, thousands separators or decimal commas as float64; NaN where unreadable."
-    t = s.astype("string").str.replace(r"[\s_\u00a0]", "", regex=True)
-    comma, dot = t.str.rfind(",").fillna(-1).astype("int64"), t.str.rfind(".").fillna(-1).astype("int64")
-    both = (comma >= 0) & (dot >= 0)
-    eu = both & (comma > dot)                     # 1.234,5: dots group thousands, the comma is decimal
-    us = both & (comma < dot)                     # 1,234.5: commas group thousands
-    only_comma = (comma >= 0) & (dot < 0)
-    grouped = only_comma & t.str.fullmatch(r"-?\d{1,3}(,\d{3}){2,}").fillna(False).astype(bool)  # 1,234,567
-    t = t.mask(eu, t.str.replace(".", "", regex=False).str.replace(",", ".", regex=False))
-    t = t.mask(us | grouped, t.str.replace(",", "", regex=False))
-    t = t.mask(only_comma & ~grouped, t.str.replace(",", ".", regex=False))
-    return pd.to_numeric(t, errors="coerce").astype("float64")
-
-def to_number(s: pd.Series) -> pd.Series:
-    "Values of `s` as float64: numbers, numbers stored as text, decimal commas; NaN where unreadable or missing."
-    s = pd.Series(s)
-    if pd.api.types.is_bool_dtype(s): return s.astype("float64")
-    if pd.api.types.is_numeric_dtype(s): return pd.to_numeric(s, errors="coerce").astype("float64")
-    out = pd.to_numeric(s, errors="coerce").astype("float64")  # plain numbers stored as text: pandas reads them fast
-    rest = (out.isna() & s.notna()).to_numpy(dtype=bool)
-    if rest.any(): out[rest] = _text_to_number(s[rest]).to_numpy()  # only the rest needs the slow, careful reading
-    return out
-
-# %% ../../nbs/10_data_ingest.ipynb #49c566ab
-_DATE_FORMATS = ("%d/%m/%Y %H:%M", "%d/%m/%Y", "%Y%m%d", "%d %b %Y")
-
-def to_datetime(s: pd.Series) -> pd.Series:
-    "Values of `s` as naive UTC datetime64: ISO, dd/mm/yyyy, yyyymmdd, dd Mon yyyy, epoch s/ms; NaT where unreadable."
-    s = pd.Series(s)
-    if pd.api.types.is_datetime64_any_dtype(s):
-        return s.dt.tz_convert(None) if getattr(s.dt, "tz", None) is not None else s
-    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
-    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-        text = pd.Series(pd.NA, index=s.index, dtype="string")
-        num = pd.to_numeric(s, errors="coerce")
-    else:
-        text = s.astype("string").str.strip()
-        num = pd.to_numeric(text.where(text.str.fullmatch(r"\d{9,13}").fillna(False).astype(bool)), errors="coerce")
-    epoch = num.notna() & (num >= 1e8)
-    if epoch.any():  # 13 digits: milliseconds; 9-10 digits: seconds
-        ms = num[epoch] >= 1e11
-        out[epoch] = pd.to_datetime(np.where(ms, num[epoch], num[epoch] * 1000).astype("int64"), unit="ms").astype("datetime64[ns]")
-    filled = text.notna() & text.ne("").fillna(False).astype(bool)  # pandas 3 compares text to nullable booleans
-    todo = filled & ~epoch
-    if todo.any():
-        iso = pd.to_datetime(text[todo], format="ISO8601", errors="coerce", utc=True).dt.tz_convert(None)
-        out[todo] = iso.astype("datetime64[ns]")
-        for fmt in _DATE_FORMATS:
-            todo = filled & out.isna() & ~epoch
-            if not todo.any(): break
-            out[todo] = pd.to_datetime(text[todo], format=fmt, errors="coerce").astype("datetime64[ns]")
-    return out
+__all__ = ['COURSE_GRAIN', 'canonical_ids', 'parquet_safe', 'join_course_sources', 'IngestResult', 'ingest', 'plot_ingest']
 
 # %% ../../nbs/10_data_ingest.ipynb #4f5ce5b2
 def canonical_ids(ids: pd.Series, prefix: str = "C", width: int = 5) -> pd.Series:
@@ -311,7 +160,7 @@ def ingest(run_dir: str | Path, spec) -> IngestResult:
                     column_names=[str(c) for c in df.columns], bytes=path.stat().st_size, sha256=sha256_file(path),
                     read_at=_now(), read_seconds=round(time.perf_counter() - t0, 3))
         if entry["kind"] == "csv": read["encoding"], read["delimiter"] = sniff_csv(path)
-        if entry["kind"] == "sqlite": read["table"] = _sqlite_tables(path)
+        if entry["kind"] == "sqlite": read["table"] = sqlite_tables(path)
         safe, mixed = parquet_safe(df)
         read["stored_as_text"] = mixed
         sources[entry["name"]] = df

@@ -17,7 +17,7 @@ import pandas as pd
 from typing import TYPE_CHECKING
 if TYPE_CHECKING: from matplotlib.figure import Figure
 
-from .ingest import to_datetime, to_number
+from ..tables import to_datetime, to_number
 from ..runfolder import read_parquet, write_json, write_parquet
 
 # %% auto #0

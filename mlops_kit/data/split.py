@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-from .ingest import to_datetime
+from ..tables import to_datetime
 from ..runfolder import read_parquet, write_json, write_parquet
 
 # %% auto #0

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,16 +18,16 @@ import pandas as pd
 from typing import TYPE_CHECKING
 if TYPE_CHECKING: from matplotlib.figure import Figure
 
-from .ingest import to_datetime, to_number
+from ..tables import to_datetime, to_number
 from ..design import CHECK_KINDS, COLUMN_KINDS, COLUMN_RULE_KEYS, Spec
 from ..runfolder import (atomic_write, quarantine_rows, read_json, read_parquet, write_json, write_parquet,
                                  write_quarantine)
 
 # %% auto #0
-__all__ = ['RULE_SOURCES', 'ROW_CHECKS', 'ISSUE_COLUMNS', 'REPORT_CHECKS', 'ColumnRule', 'Contract', 'contract_to_dict',
-           'contract_from_dict', 'save_contract', 'load_contract', 'as_text', 'blank', 'canonical_category',
-           'infer_rule', 'derive_contract', 'check_column', 'ValidationResult', 'check_batch', 'plot_quality',
-           'plot_ranges', 'QuarantineBudgetError', 'budget_message', 'enforce_budget', 'validate']
+__all__ = ['RULE_SOURCES', 'ROW_CHECKS', 'ISSUE_COLUMNS', 'MISSING_COLUMN', 'REPORT_CHECKS', 'ColumnRule', 'Contract',
+           'contract_to_dict', 'contract_from_dict', 'save_contract', 'load_contract', 'as_text', 'blank',
+           'canonical_category', 'infer_rule', 'derive_contract', 'check_column', 'ValidationResult', 'check_batch',
+           'plot_quality', 'plot_ranges', 'QuarantineBudgetError', 'budget_message', 'enforce_budget', 'validate']
 
 # %% ../../nbs/11_data_validate.ipynb #b0e3d996
 RULE_SOURCES = ("spec", "inferred")
@@ -205,12 +206,19 @@ def _share(ok: np.ndarray, counts: np.ndarray) -> float:
     "The share of rows whose distinct value is `ok`, given how often (`counts`) each distinct value occurs."
     return float(counts[ok].sum() / counts.sum())
 
-def _looks_like_dates(values: pd.Series, counts: np.ndarray) -> bool:
-    "Whether at least `_READABLE` of the filled rows read as dates (a sample of many distinct values decides first)."
+def _date_share(values: pd.Series, counts: np.ndarray) -> float:
+    "The share of the filled rows that read as dates (estimated on a sample when many distinct values rule dates out)."
     if len(values) > 2000:   # reading dates is the slowest parser: rule out free text and ids on a sample
         at = np.linspace(0, len(values) - 1, 2000).astype(int)
-        if to_datetime(values.iloc[at]).notna().mean() < _READABLE / 2: return False
-    return _share(to_datetime(values).notna().to_numpy(), counts) >= _READABLE
+        sample = float(to_datetime(values.iloc[at]).notna().mean())
+        if sample < _READABLE / 2: return sample
+    return _share(to_datetime(values).notna().to_numpy(), counts)
+
+def _looks_like_dates(values: pd.Series, counts: np.ndarray) -> bool:
+    "Whether at least `_READABLE` of the filled rows read as dates (a sample of many distinct values decides first)."
+    return _date_share(values, counts) >= _READABLE
+
+_DATE_HINT = 0.3        # a text column with at least this share of dates (but under _READABLE) is named: half-readable dates
 
 def infer_rule(s: pd.Series, name: str | None = None) -> ColumnRule:
     "A rule for column `s` learnt from its values: kind, nullable, observed range, or domain for a low-cardinality text."
@@ -232,7 +240,12 @@ def infer_rule(s: pd.Series, name: str | None = None) -> ColumnRule:
         kind = "integer" if bool((x == np.floor(x)).all()) else "number"
         lo, hi = _range(pd.Series(x), kind)
         return ColumnRule(name, kind, nullable, min=lo, max=hi)
-    if _looks_like_dates(values, counts): return ColumnRule(name, "date", nullable)
+    dates = _date_share(values, counts)
+    if dates >= _READABLE: return ColumnRule(name, "date", nullable)
+    if dates >= _DATE_HINT:
+        print(f"note: column {name!r} looks like dates, but only {dates:.0%} of its values read as dates (ISO, dd/mm/yyyy, "
+              "yyyymmdd, dd Mon yyyy, Mon dd yyyy, epochs): it is kept as text; fix the other values, or pin kind: date "
+              "for it in the spec's data_checks.columns to report them as type errors")
     domain = _infer_domain(text, counts)
     if len(domain) <= _CATEGORY_MAX and len(domain) <= max(5, _CATEGORY_SHARE * counts.sum()):
         return ColumnRule(name, "category", nullable, domain=domain)
@@ -384,6 +397,13 @@ def _row_checks(df: pd.DataFrame, row_ids: np.ndarray, contract: Contract, key_m
     return out
 
 # %% ../../nbs/11_data_validate.ipynb #7da17884
+MISSING_COLUMN = "missing_column"   # a contract column the table lacks: blocking for every row, whatever the contract's lists
+
+def _is_infinite(value) -> bool:
+    "Whether the text `value` spells an infinite number (inf, -inf, Infinity)."
+    try: return math.isinf(float(str(value).strip()))
+    except ValueError: return False
+
 def _reason(check: str, column: str, value: str | None, rule: ColumnRule | None) -> str:
     "One sentence saying why a value fails `check`, naming the column and the value."
     v = repr(value)
@@ -399,6 +419,11 @@ def _reason(check: str, column: str, value: str | None, rule: ColumnRule | None)
         return f"out_of_range: {column} {value} is outside [{lo}, {hi}]"
     if rule is not None and rule.kind in ("text", "id", "category"):
         return f"type_error: {column} {v} does not match the pattern {rule.pattern}"
+    if check == MISSING_COLUMN:
+        return (f"{MISSING_COLUMN}: the table has no column {column}, which the contract requires: the row cannot be checked "
+                "or used; add the column (empty values are reported as missing values) or check against a contract without it")
+    if rule is not None and rule.kind in _RANGE_KINDS and _is_infinite(value):
+        return f"type_error: {column} {v} is infinite, not a measurement"
     return f"type_error: {column} {v} cannot be read as {'an' if rule and rule.kind == 'integer' else 'a'} {rule.kind if rule else 'value'}"
 
 def _quarantine(df: pd.DataFrame, blocking: pd.DataFrame, contract: Contract, source: str) -> pd.DataFrame:
@@ -435,8 +460,11 @@ def check_batch(df: pd.DataFrame, contract: Contract, source: str = "batch") -> 
         for check, m in masks.items():
             if check in active and m.any(): frames.append(_issue_frame(row_ids[m], name, check, as_text(df[name][m]).to_numpy()))
     frames += [f for f in _row_checks(df, row_ids, contract, key_missing) if f["check"].iat[0] in active]
+    for name in contract.columns:   # a column the model reads is gone: no row can be used (the target may be absent: a batch to score)
+        if name not in df.columns and name != contract.target:
+            frames.append(_issue_frame(row_ids, name, MISSING_COLUMN, np.full(len(df), None, dtype=object)))
     issues = (pd.concat(frames, ignore_index=True) if frames else _issue_frame(np.array([], dtype="int64"), "", "", []))
-    issues["blocking"] = issues["check"].isin(contract.blocking).to_numpy(dtype=bool)
+    issues["blocking"] = (issues["check"].isin(contract.blocking) | issues["check"].eq(MISSING_COLUMN)).to_numpy(dtype=bool)
     issues = issues.astype({"_row_id": "int64", "column": object, "check": object})[ISSUE_COLUMNS]
     blocked = issues[issues["blocking"]]
     bad = df["_row_id"].isin(blocked["_row_id"]).to_numpy()

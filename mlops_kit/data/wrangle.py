@@ -18,7 +18,8 @@ import pandas as pd
 from typing import TYPE_CHECKING
 if TYPE_CHECKING: from matplotlib.figure import Figure
 
-from .ingest import to_datetime, to_number
+from .validate import load_contract
+from ..tables import to_datetime, to_number
 from ..runfolder import (quarantine_rows, read_json, read_parquet, resolve_run_dir, write_json, write_parquet,
                                  write_quarantine)
 
@@ -174,14 +175,23 @@ def to_flag(s: pd.Series) -> pd.Series:
 # %% ../../nbs/12_data_wrangle.ipynb #cc90e673
 _PARSERS = {"number": to_number, "integer": to_number, "date": to_datetime, "boolean": to_flag}
 
-def parse_values(s: pd.Series, kind: str) -> tuple[pd.Series, int]:
-    "Read `s` as `kind` (number, integer, date, boolean) with the shared parsers; also return how many values were unreadable."
+def _parse(s: pd.Series, kind: str) -> tuple[pd.Series, int, int]:
+    "`s` read as `kind`, how many values were unreadable, and how many of those were infinite numbers."
     if kind not in _PARSERS: raise ValueError(f"cannot parse kind {kind!r}; parseable kinds are {', '.join(_PARSERS)}")
-    out = _PARSERS[kind](s)
+    out, infinite = _PARSERS[kind](s), 0
+    if kind in ("number", "integer"):   # inf is readable, but not a measurement: later steps (and sklearn) cannot use it
+        inf = np.isinf(out.to_numpy(dtype="float64", na_value=np.nan))
+        infinite = int(inf.sum())
+        if infinite: out = out.mask(inf)
     lost = out.isna().to_numpy() & s.notna().to_numpy()
     if lost.any() and not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_datetime64_any_dtype(s)):
         lost[lost] = s[lost].astype("str").str.strip().ne("").to_numpy(dtype=bool)  # a blank is missing, not unreadable
-    return out.rename(s.name), int(lost.sum())
+    return out.rename(s.name), int(lost.sum()), infinite
+
+def parse_values(s: pd.Series, kind: str) -> tuple[pd.Series, int]:
+    "Read `s` as `kind` (number, integer, date, boolean) with the shared parsers; also return how many values were unreadable."
+    out, lost, _ = _parse(s, kind)
+    return out, lost
 
 # %% ../../nbs/12_data_wrangle.ipynb #14d6bb23
 UNIT_FACTORS: dict[int, str] = {60: "minutes recorded as hours, or seconds recorded as minutes",
@@ -301,8 +311,9 @@ def _run(df: pd.DataFrame, op: Op, log: _Log) -> pd.DataFrame:
         log.add(op, changed, f"{changed} values respelled" + (f"; {sum(unseen.values())} values in unseen spellings "
                                                                f"left as they are: {', '.join(map(repr, unseen))}" if unseen else ""))
     elif op.op in ("parse_number", "parse_date", "parse_boolean"):
-        df[c], bad = parse_values(df[c], p["kind"])
-        log.add(op, bad, f"{bad} unreadable values became missing" if bad else "all values readable")
+        df[c], bad, infinite = _parse(df[c], p["kind"])
+        log.add(op, bad, (f"{bad} unreadable values became missing" + (f" ({infinite} of them infinite: not a measurement)"
+                                                                         if infinite else "")) if bad else "all values readable")
     elif op.op == "rescale":
         per = _as_float(df[p["per"]]) if p.get("per") else None
         df[c], n = rescale(_as_float(df[c]), p["when"], p["factor"], p.get("low"), p.get("high"), per, p.get("into"))
@@ -525,7 +536,6 @@ def wrangle_summary(result: WrangleResult) -> dict[str, Any]:
 # %% ../../nbs/12_data_wrangle.ipynb #67df2d44
 def wrangle(run_dir: str | Path, spec, missing_strategy: str = "flag") -> WrangleResult:
     "The wrangle step: fit a recipe on `data/validated.parquet` for `data/contract.json`, apply it, and write table, recipe and quarantine."
-    from mlops_kit.data.validate import load_contract
     _check_strategy(missing_strategy)
     data = Path(run_dir) / "data"
     report = read_json(data / "validation.json") if (data / "validation.json").is_file() else {}
