@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -18,6 +17,7 @@ import yaml
 
 from .roles import ROLES
 from .runfolder import atomic_write
+from .text import did_you_mean, md_table
 from .tables import MIN_ROWS, check_enough_rows, read_table, table_kind
 
 # %% auto #0
@@ -447,9 +447,7 @@ def _check_record(cls, d, path: str, roles: list[str], problems: list[str]) -> N
         return
     for k in d:
         if k not in names:
-            close = difflib.get_close_matches(str(k), names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"{path + '.' if path else ''}{k}: unknown key{hint}; valid keys are {', '.join(names)}")
+            problems.append(f"{path + '.' if path else ''}{k}: unknown key{did_you_mean(k, names)}; valid keys are {', '.join(names)}")
     required = _required(cls)
     for name, rule in _RULES[cls].items():
         p = f"{path}.{name}" if path else name
@@ -486,8 +484,7 @@ def _check_data_checks(dc: dict, problems: list[str]) -> None:
         p = f"data_checks.columns.{col}"
         for k in rule:
             if k not in COLUMN_RULE_KEYS:
-                close = difflib.get_close_matches(str(k), COLUMN_RULE_KEYS, n=1)
-                problems.append(f"{p}.{k}: unknown key{f' (did you mean {close[0]!r}?)' if close else ''}; "
+                problems.append(f"{p}.{k}: unknown key{did_you_mean(k, COLUMN_RULE_KEYS)}; "
                                 f"valid keys are {', '.join(COLUMN_RULE_KEYS)}")
         if "kind" in rule and rule["kind"] not in COLUMN_KINDS:
             problems.append(f"{p}.kind: must be one of {', '.join(COLUMN_KINDS)}, got {_got(rule['kind'])}")
@@ -697,18 +694,21 @@ def _role_name(key: str) -> str:
     "The readable name of a role key."
     return ROLES[key].name if key in ROLES else key
 
-def _cell(v) -> str:
-    "One Markdown table cell: lists joined, pipes escaped, newlines flattened, blanks shown as a dash."
+def _text(v) -> str:
+    "One value as design-document text: lists joined, mappings as `key: value`, booleans yes/no, blanks a dash."
     if v is None or (isinstance(v, (str, list, dict)) and len(v) == 0): return "-"
     if isinstance(v, bool): return "yes" if v else "no"
     if isinstance(v, list): v = ", ".join(map(str, v))
     if isinstance(v, dict): v = ", ".join(f"{k}: {x}" for k, x in v.items())
-    return str(v).replace("|", "\\|").replace("\n", " ")
+    return str(v)
+
+def _cell(v) -> str:
+    "One Markdown table cell: `_text`, pipes escaped, newlines flattened."
+    return _text(v).replace("|", "\\|").replace("\n", " ")
 
 def _md_table(headers: list[str], rows: list) -> str:
-    "A Markdown table."
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows])
+    "A Markdown table of `rows` under `headers` (the kit's `md_table`, cells written by `_text`)."
+    return md_table(rows, headers, fmt=_text)
 
 def _num(x) -> str: return f"{x:g}" if _is_num(x) else str(x)
 
@@ -849,9 +849,7 @@ def spec_from_data(data: str | Path, target: str | None, task: str = "auto", id_
         raise ValueError(f"no target given for {path.name}: pass -p target COL with one of its columns: {', '.join(cols)}")
     for label, col in (("target", target), ("id_column", id_column), ("time_column", time_column)):
         if col is not None and col not in df.columns:
-            close = difflib.get_close_matches(str(col), cols, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"column {col!r} given as {label} is not in {path.name}{hint}; its columns are "
+            raise ValueError(f"column {col!r} given as {label} is not in {path.name}{did_you_mean(col, cols)}; its columns are "
                              f"{', '.join(cols)}; pass -p {label} COL")
     y = df[target]
     if not pd.api.types.is_numeric_dtype(y):  # a label that is only spaces is a missing label, not a class

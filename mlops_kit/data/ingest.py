@@ -22,6 +22,7 @@ from ..runfolder import (quarantine_rows, read_json, resolve_run_dir, sha256_fil
                                  write_quarantine)
 from ..tables import (TABLE_KINDS, DataFileError, read_csv_sniffed, read_table, sniff_csv, sqlite_tables, table_kind,
                               to_datetime, to_number)
+from ..text import did_you_mean
 
 # %% auto #0
 __all__ = ['COURSE_GRAIN', 'canonical_ids', 'parquet_safe', 'join_course_sources', 'IngestResult', 'ingest', 'plot_ingest']
@@ -137,9 +138,7 @@ def _check_columns(table: pd.DataFrame, spec, where: str) -> None:
     cols = [str(c) for c in table.columns if c != "_row_id"]
     for label, col in wanted:
         if col and col not in table.columns:
-            import difflib
-            close = difflib.get_close_matches(str(col), cols, n=1)
-            raise ValueError(f"{label} column {col!r} is not in {where}{f' (did you mean {close[0]!r}?)' if close else ''}; "
+            raise ValueError(f"{label} column {col!r} is not in {where}{did_you_mean(col, cols)}; "
                              f"its columns are {', '.join(cols)}; pass -p {label} COL or fix the spec")
 
 def _now() -> str: return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

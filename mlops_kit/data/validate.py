@@ -417,11 +417,11 @@ def _reason(check: str, column: str, value: str | None, rule: ColumnRule | None)
     if check == "out_of_range":
         lo, hi = ("-inf" if rule.min is None else f"{rule.min:g}"), ("inf" if rule.max is None else f"{rule.max:g}")
         return f"out_of_range: {column} {value} is outside [{lo}, {hi}]"
-    if rule is not None and rule.kind in ("text", "id", "category"):
-        return f"type_error: {column} {v} does not match the pattern {rule.pattern}"
     if check == MISSING_COLUMN:
         return (f"{MISSING_COLUMN}: the table has no column {column}, which the contract requires: the row cannot be checked "
                 "or used; add the column (empty values are reported as missing values) or check against a contract without it")
+    if rule is not None and rule.kind in ("text", "id", "category"):
+        return f"type_error: {column} {v} does not match the pattern {rule.pattern}"
     if rule is not None and rule.kind in _RANGE_KINDS and _is_infinite(value):
         return f"type_error: {column} {v} is infinite, not a measurement"
     return f"type_error: {column} {v} cannot be read as {'an' if rule and rule.kind == 'integer' else 'a'} {rule.kind if rule else 'value'}"
