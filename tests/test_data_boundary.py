@@ -105,7 +105,8 @@ def test_duplicated_names_in_parquet_and_jsonl_are_refused_too(tmp_path):
 
 # --- encodings -----------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("codec, named", [("utf-16", "utf-16"), ("utf-16-le", "utf-16-le"), ("utf-16-be", "utf-16-be")])
+@pytest.mark.parametrize("codec, named", [("utf-16", "utf-16"), ("utf-16-le", "utf-16-le"), ("utf-16-be", "utf-16-be"),
+                                          ("utf-32", "utf-32")])
 def test_a_utf16_file_is_read_correctly_and_its_encoding_recorded(tmp_path, codec, named):
     df = frame().rename(columns={"income": "rendimento_€", "plan": "plano"})
     df["cidade"] = np.tile(["Évora", "Porto", "Coimbra"], len(df))[:len(df)]
