@@ -218,7 +218,7 @@ def test_build_refuses_a_run_whose_pipeline_has_untrusted_types(runs, tmp_path):
 
 def test_kit_transformers_are_trusted_by_name(bundles):
     from mlops_kit.model.features import TRUSTED_TYPES
-    from mlops_kit.model.package import split_untrusted_types
+    from mlops_kit.model.bundle import split_untrusted_types
     allowed, refused = split_untrusted_types((bundles["binary"] / "pipeline.skops").read_bytes())
     assert refused == [] and set(allowed) & set(TRUSTED_TYPES)
 
@@ -314,9 +314,12 @@ def test_input_check(bundles, runs):
     with pytest.raises(BundleInputError, match=r"'age' should hold numbers, but 1 value\(s\) cannot be read as numbers, e.g. 'old'"):
         bundle.predict(rows.assign(age=["old"] + ["40"] * 19))
     dates = [c["name"] for c in bundle.schema["columns"] if c["family"] == "date"]
-    if dates:
-        as_strings = rows.assign(**{d: rows[d].dt.strftime("%Y-%m-%d %H:%M:%S") for d in dates})   # as a JSON client sends them
-        np.testing.assert_array_equal(bundle.predict_proba(as_strings), bundle.predict_proba(rows))
+    assert dates, "the course model reads date columns; without them this check would test nothing"
+    as_strings = rows.assign(**{d: rows[d].dt.strftime("%Y-%m-%d %H:%M:%S") for d in dates})   # as a JSON client sends them
+    assert all(not pd.api.types.is_datetime64_any_dtype(as_strings[d]) for d in dates) and as_strings[dates].notna().any().all()
+    np.testing.assert_array_equal(bundle.predict_proba(as_strings), bundle.predict_proba(rows))
+    with pytest.raises(BundleInputError, match=rf"'{dates[0]}' should hold dates, but 1 value\(s\) cannot be read as dates, e.g. 'soon'"):
+        bundle.predict(as_strings.assign(**{dates[0]: ["soon"] + as_strings[dates[0]].tolist()[1:]}))
     with pytest.raises(BundleInputError, match="holds numbers .* but the model was trained on texts"):
         bundle.predict(rows.assign(plan=1))
     assert bundle.predict_proba(rows.assign(plan=None)).shape == (20, 2)    # an all-missing column: the imputer fills it
