@@ -97,7 +97,8 @@ def _sigterm(signum, frame):  # `kill PID` stops a run as Ctrl-C does: recorded 
     raise KeyboardInterrupt
 
 def _run_command(args, err) -> int:
-    with contextlib.suppress(ValueError): signal.signal(signal.SIGTERM, _sigterm)  # only the main thread may; a notebook's may not
+    previous = None
+    with contextlib.suppress(ValueError): previous = signal.signal(signal.SIGTERM, _sigterm)  # only the main thread may
     try:
         res = run_pipeline(params_file=args.params, overrides=[tuple(p) for p in args.param], runs_dir=args.runs_dir,
                            until=args.until, resume=args.resume, report=not args.no_report, full=args.full,
@@ -105,6 +106,8 @@ def _run_command(args, err) -> int:
     except RunFolderError as e:
         if e.step_error: err(e.step_error)
         err(str(e)); return 1
+    finally:
+        if previous is not None: signal.signal(signal.SIGTERM, previous)
     resume = f"mlops-kit run --resume {res.run_id}" + (f" --runs-dir {args.runs_dir}" if args.runs_dir else "")
     if res.status == "interrupted":
         print(f"mlops-kit: run {res.run_id} interrupted; continue it with: {resume}", file=sys.stderr); return 130

@@ -248,6 +248,8 @@ def _run_steps(root: Path, steps: list[Step], run_dir: Path, manifest: dict, unt
                     log(f"{tag} already succeeded, skipped"); continue
                 acc = ", ".join(r.get("owners", {}).get("accountable", [])) or "-"
                 log(f"{tag} started    ({r['notebook']}; accountable: {acc})")
+                r.update(status="running", started_at=utc_now(), error=None)
+                _save_manifest(run_dir, manifest)  # `mlops-kit runs` and a colleague can see which step is going
                 try:
                     _run_step(s, run_dir, params, r, full, km)
                     log(f"{tag} succeeded in {r['seconds']:.1f} s")
