@@ -88,7 +88,7 @@ def run_step_cells(notebook: Path, run_dir: Path, out: Path, **params) -> None:
     "Execute a notebook the way `mlops-kit run` does: only its export and import cells and the parameters cell onward."
     import nbformat
     import papermill
-    from mlops_kit.pipeline import step_cells
+    from mlops_kit.steps import step_cells
     nb_path = out.with_suffix(".in.ipynb")
     nbformat.write(step_cells(notebook), nb_path)
     papermill.execute_notebook(str(nb_path), str(out), parameters={"run_dir": str(run_dir), **params}, progress_bar=False,

@@ -10,7 +10,8 @@ import yaml
 from sklearn.datasets import load_iris
 
 from conftest import ROOT, only_run, run_cli
-from mlops_kit.pipeline import check_step_defaults, discover_steps, read_settings
+from mlops_kit.params import check_step_defaults, read_settings
+from mlops_kit.steps import discover_steps
 from mlops_kit.runfolder import sha256_file
 
 
@@ -37,7 +38,9 @@ def test_manifest_records_what_produced_the_run(default_run):
     assert m["python"].startswith(f"{sys.version_info.major}.{sys.version_info.minor}")
     for pkg in ("pandas", "papermill", "scikit-learn", "mlops-kit"):
         assert pkg in m["packages"]
-    assert m["git"] is None or len(m["git"]["commit"]) == 40
+    # this repository is a git checkout, so the run must name the commit that produced it
+    assert m["git"] is not None and re.fullmatch(r"[0-9a-f]{40}", m["git"]["commit"]), m["git"]
+    assert isinstance(m["git"]["dirty"], bool)
     assert m["started_at"] <= m["ended_at"]
     for step in m["steps"]:
         assert step["status"] == "succeeded" and step["seconds"] > 0
@@ -162,6 +165,11 @@ def test_bad_spec_file_fails_the_design_step_cleanly(tmp_path):
     assert res.returncode == 1
     err_lines = [l for l in res.stderr.splitlines() if l.startswith("mlops-kit: error:")]
     assert len(err_lines) == 1 and "step 'design' failed" in err_lines[0] and "SpecError" in err_lines[0], res.stderr
+    # the whole message, not only its first line ("the spec has N problems:"): each problem is shown
+    n = int(re.search(r"the spec has (\d+) problems?", err_lines[0]).group(1))
+    problem_lines = [l for l in res.stderr.splitlines() if l.startswith("- ")]
+    assert len(problem_lines) == n and any("prediction" in l for l in problem_lines), res.stderr
+    assert "more lines in the notebook" not in res.stderr
     run_dir, m = only_run(tmp_path / "runs")
     assert m["status"] == "failed"
     assert [s["status"] for s in m["steps"]][:2] == ["failed", "pending"]
@@ -171,12 +179,15 @@ def test_bad_spec_file_fails_the_design_step_cleanly(tmp_path):
 
 def test_failed_run_resumes_from_the_failed_step(tmp_path):
     data = tmp_path / "later.csv"
+    iris = load_iris(as_frame=True).frame
+    # a missing file is refused before a run starts (tests/test_params.py); an export without its label column
+    # passes that check and fails the design step
+    iris.drop(columns="target").to_csv(data, index=False)
     res = run_cli("run", "--runs-dir", tmp_path / "runs", "-p", "data", data, "-p", "target", "target", "--no-report")
     assert res.returncode == 1 and "step 'design' failed" in res.stderr and "--resume" in res.stderr
     run_dir, m = only_run(tmp_path / "runs")
     assert m["status"] == "failed"
-    # the cause is fixed: the data file arrives
-    iris = load_iris(as_frame=True).frame
+    # the cause is fixed: the full export arrives
     iris.to_csv(data, index=False)
     res2 = run_cli("run", "--runs-dir", tmp_path / "runs", "--resume", run_dir.name)
     assert res2.returncode == 0, res2.stdout + res2.stderr
@@ -249,3 +260,13 @@ def test_step_cells_and_full_notebooks_give_the_same_outputs(tmp_path):
     import nbformat
     slim, full = (nbformat.read(str(d / "notebooks" / "03_datasets.ipynb"), as_version=4) for d in (a, b))
     assert len(slim.cells) < len(full.cells) / 2
+
+
+def test_a_failure_caused_by_a_parameter_says_start_a_new_run(tmp_path):
+    "A resumed run keeps its parameters, so for a bad parameter the next step is a new run, not --resume."
+    load_iris(as_frame=True).frame.to_csv(tmp_path / "iris.csv", index=False)
+    res = run_cli("run", "--runs-dir", tmp_path / "runs", "-p", "data", tmp_path / "iris.csv", "-p", "target", "species",
+                  "--no-report")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "step 'design' failed" in res.stderr and "-p target" in res.stderr
+    assert "start a new run with a valid value (mlops-kit run -p target VALUE" in res.stderr, res.stderr
