@@ -264,3 +264,19 @@ def test_too_few_rows_fail_the_features_step_up_front_with_the_minimum(tmp_path)
     write_parquet(run / SPLIT_FILE, pd.DataFrame({"_row_id": range(3), "split": ["train"] * 3}))
     with pytest.raises(ValueError, match="too few rows: 3 labelled training row"):
         make_features(run, COURSE)
+
+
+def test_each_model_artifact_is_named_once_by_the_step_that_writes_it():
+    "The paths the model modules name are the outputs their step notebooks declare, and the inputs the next steps declare."
+    from pathlib import Path
+    from mlops_kit.model import acceptance, evaluate, features, train
+    from mlops_kit.pipeline import read_step_header
+    nbs = Path(__file__).resolve().parent.parent / "nbs"
+    head = {s: read_step_header(nbs / f"{nb}.ipynb") for s, nb in
+            (("features", "20_model_features"), ("train", "21_model_train"), ("evaluate", "22_model_evaluate"), ("acceptance", "23_model_acceptance"))}
+    assert head["features"]["outputs"] == [features.FEATURE_PLAN_FILE]
+    assert head["train"]["outputs"] == [train.MODEL_FILE, train.BASELINE_FILE, train.EXPERIMENTS_FILE, train.TRAIN_REPORT_FILE]
+    assert head["evaluate"]["outputs"] == [evaluate.EVALUATION_FILE, evaluate.PREDICTIONS_FILE, evaluate.SLICES_FILE, evaluate.ERRORS_FILE]
+    assert head["acceptance"]["outputs"] == [acceptance.ACCEPTANCE_FILE]
+    for step in head.values(): assert {features.LABELLED_FILE, features.SPLIT_FILE} <= set(step["inputs"]), step["step"]
+    assert {train.MODEL_FILE, evaluate.EVALUATION_FILE} <= set(head["acceptance"]["inputs"])
