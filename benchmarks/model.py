@@ -80,6 +80,7 @@ def main() -> None:
     import pandas as pd
     import skops.io as sio
     from threadpoolctl import threadpool_limits
+    from mlops_kit.model.features import LABELLED_FILE
     from mlops_kit.model.package import build_bundle, check_input, load_bundle, split_untrusted_types
 
     with tempfile.TemporaryDirectory(prefix="mlops-kit-bench-") as tmp:
@@ -92,7 +93,7 @@ def main() -> None:
         pipe_file = bundle_dir / "pipeline.skops"
         trusted, _ = split_untrusted_types(pipe_file.read_bytes())
         raw = sio.load(pipe_file, trusted=trusted)
-        labelled = pd.read_parquet(run / "data" / "labelled.parquet")
+        labelled = pd.read_parquet(run / LABELLED_FILE)
         df = pd.concat([labelled] * -(-args.rows // len(labelled)), ignore_index=True).iloc[: args.rows]
         one = df.iloc[:1]
         m = bundle.metadata

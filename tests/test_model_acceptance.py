@@ -270,3 +270,31 @@ def test_the_notebook_accepts_as_a_pipeline_step_and_fails_the_step_on_rejection
     assert e.value.ename == "AcceptanceFailed" and "roc_auc on test" in e.value.evalue
     assert read_json(bad / "model" / "acceptance.json")["passed"] is False          # written before the step failed
     assert read_json(bad / "metrics" / "acceptance.json")["failed_checks"] == "roc_auc on test"   # and measured
+
+
+def test_load_acceptance_reads_what_the_step_wrote_and_names_a_broken_file(runs, tmp_path):
+    from mlops_kit.model.acceptance import ACCEPTANCE_FILE, load_acceptance
+    from mlops_kit.runfolder import write_json
+    run, spec = runs["binary"]
+    run = copy_run(run, tmp_path / "run")
+    accept(run, spec, raise_on_failure=False)
+    report = load_acceptance(run)
+    assert report == read_json(run / ACCEPTANCE_FILE)
+    write_json(run / ACCEPTANCE_FILE, {k: v for k, v in report.items() if k != "results"} | {"passed": "yes"})
+    with pytest.raises(ValueError, match="acceptance.json is not an acceptance report the kit can read: 'passed' is a str, not "
+                                         "a bool; no 'results' key; re-run the acceptance step"):
+        load_acceptance(run)
+    (run / ACCEPTANCE_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match="run the 'acceptance' step first"):
+        load_acceptance(run)
+
+
+def test_a_malformed_evaluation_fails_acceptance_naming_the_file_and_the_step(runs, tmp_path):
+    from mlops_kit.runfolder import write_json
+    run, spec = runs["binary"]
+    run = copy_run(run, tmp_path / "run")
+    evaluation = read_json(run / "model" / "evaluation.json")
+    write_json(run / "model" / "evaluation.json", {k: v for k, v in evaluation.items() if k != "baseline"})
+    with pytest.raises(ValueError, match="evaluation.json is not an evaluation report the kit can read: no 'baseline' key; "
+                                         "re-run the evaluate step"):
+        accept(run, spec)

@@ -258,3 +258,35 @@ def test_the_notebook_runs_as_a_pipeline_step_on_its_own_cells(runs, task, tmp_p
     m = rep["metric"]
     assert metrics[f"{m}_test"] == rep["test"][m] and metrics[f"baseline_{m}_test"] == rep["baseline"]["test"][m]
     assert ("decision_threshold" in metrics) == (task == "binary")
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_load_evaluation_reads_what_the_step_wrote_and_names_a_broken_file(runs, tmp_path, task):
+    from mlops_kit.model.evaluate import EVALUATION_FILE, load_evaluation
+    from mlops_kit.runfolder import write_json
+    run = copy_run(runs[task][0], tmp_path / "run")
+    evaluate(run, runs[task][1])
+    report = load_evaluation(run)
+    assert report == read_json(run / EVALUATION_FILE) and report["task"] == task
+    write_json(run / EVALUATION_FILE, {**report, "test": {"rows": 3.0}})
+    with pytest.raises(ValueError, match=rf"evaluation.json is not an evaluation report the kit can read: the test scores lack "
+                                         rf"the offline metric '{report['metric']}'; re-run the evaluate step"):
+        load_evaluation(run)
+    write_json(run / EVALUATION_FILE, [report])
+    with pytest.raises(ValueError, match="holds a list, not an object"):
+        load_evaluation(run)
+    (run / EVALUATION_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match="run the 'evaluate' step first"):
+        load_evaluation(run)
+
+
+def test_infinite_values_in_the_rows_to_score_are_refused_with_the_column_named(runs, tmp_path):
+    from mlops_kit.model.features import LABELLED_FILE, split_rows
+    from mlops_kit.runfolder import write_parquet
+    run = copy_run(runs["binary"][0], tmp_path / "run")
+    column = load_feature_plan(run / "model" / "feature_plan.json").numeric[0]
+    t = pd.read_parquet(run / LABELLED_FILE)
+    t.loc[t._row_id.isin(split_rows(read_model_table(run), "test")._row_id.iloc[:3]), column] = np.inf
+    write_parquet(run / LABELLED_FILE, t)
+    with pytest.raises(ValueError, match=rf"the valid and test rows: column\(s\) '{column}' \(3 infinite value\(s\)\)"):
+        evaluate(run, COURSE)

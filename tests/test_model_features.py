@@ -228,3 +228,55 @@ def test_the_split_column_of_the_model_table_is_never_planned_as_a_feature(cours
     table = read_model_table(course_run)
     plan = plan_features(table, load_contract(course_run / "data" / "contract.json"), COURSE)
     assert "split" in plan.excluded and "split" not in plan.features
+
+
+def _with_infinity(run, column="sessions"):
+    "The run's labelled table with two infinite values in a numeric column of training rows."
+    from mlops_kit.model.features import LABELLED_FILE, split_rows
+    t = pd.read_parquet(run / LABELLED_FILE)
+    train_ids = split_rows(read_model_table(run), "train", labelled="churned")._row_id.iloc[:2]
+    t.loc[t._row_id.isin(train_ids), column] = [np.inf, -np.inf]
+    write_parquet(run / LABELLED_FILE, t)
+
+
+def test_infinite_values_reaching_features_are_refused_with_the_column_named(course_run, tmp_path):
+    "The data steps should catch inf; when one slips through, the features step names the column (not sklearn's 'Input X contains infinity')."
+    run = copy_run(course_run, tmp_path / "run")
+    assert pd.api.types.is_float_dtype(read_model_table(run).sessions)
+    _with_infinity(run)
+    with pytest.raises(ValueError, match=r"column\(s\) 'sessions' \(2 infinite value\(s\)\) hold infinite values.*wrangl"):
+        make_features(run, COURSE)
+
+
+def test_too_few_rows_fail_the_features_step_up_front_with_the_minimum(tmp_path):
+    "A three-row file used to fail with a class count ('holds a single class'); now: too few rows, and how many are needed."
+    from mlops_kit.design import save_spec
+    from mlops_kit.model.features import LABELLED_FILE, SPLIT_FILE
+    run = tmp_path / "tiny"
+    save_spec(COURSE, run / "spec.yaml")
+    labelled = pd.DataFrame({"_row_id": range(3), "sessions": [1.0, 2.0, 3.0], "churned": pd.array([0, 1, 0], dtype="Int64")})
+    write_parquet(run / LABELLED_FILE, labelled)
+    write_parquet(run / SPLIT_FILE, pd.DataFrame({"_row_id": range(3), "split": ["train", "valid", "test"]}))
+    from mlops_kit.data.validate import save_contract
+    save_contract(Contract({"sessions": ColumnRule("sessions", "number")}), run / "data" / "contract.json")
+    with pytest.raises(ValueError, match="too few rows: 1 labelled training row.*needs at least 4"):
+        make_features(run, COURSE)
+    write_parquet(run / SPLIT_FILE, pd.DataFrame({"_row_id": range(3), "split": ["train"] * 3}))
+    with pytest.raises(ValueError, match="too few rows: 3 labelled training row"):
+        make_features(run, COURSE)
+
+
+def test_each_model_artifact_is_named_once_by_the_step_that_writes_it():
+    "The paths the model modules name are the outputs their step notebooks declare, and the inputs the next steps declare."
+    from pathlib import Path
+    from mlops_kit.model import acceptance, evaluate, features, train
+    from mlops_kit.pipeline import read_step_header
+    nbs = Path(__file__).resolve().parent.parent / "nbs"
+    head = {s: read_step_header(nbs / f"{nb}.ipynb") for s, nb in
+            (("features", "20_model_features"), ("train", "21_model_train"), ("evaluate", "22_model_evaluate"), ("acceptance", "23_model_acceptance"))}
+    assert head["features"]["outputs"] == [features.FEATURE_PLAN_FILE]
+    assert head["train"]["outputs"] == [train.MODEL_FILE, train.BASELINE_FILE, train.EXPERIMENTS_FILE, train.TRAIN_REPORT_FILE]
+    assert head["evaluate"]["outputs"] == [evaluate.EVALUATION_FILE, evaluate.PREDICTIONS_FILE, evaluate.SLICES_FILE, evaluate.ERRORS_FILE]
+    assert head["acceptance"]["outputs"] == [acceptance.ACCEPTANCE_FILE]
+    for step in head.values(): assert {features.LABELLED_FILE, features.SPLIT_FILE} <= set(step["inputs"]), step["step"]
+    assert {train.MODEL_FILE, evaluate.EVALUATION_FILE} <= set(head["acceptance"]["inputs"])

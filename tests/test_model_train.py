@@ -255,3 +255,25 @@ assert np.array_equal(load_model(sys.argv[1]).predict_proba(X), model.predict_pr
     for name in ("a.skops", "b.skops"):
         subprocess.run([sys.executable, "-c", script, str(tmp_path / name)], check=True)
     assert (tmp_path / "a.skops").read_bytes() == (tmp_path / "b.skops").read_bytes()
+
+
+def test_infinite_values_reaching_train_are_refused_with_the_column_named(course_run, tmp_path):
+    "A table changed after the features step still cannot feed inf to scikit-learn: the train step names the column."
+    from mlops_kit.model.features import LABELLED_FILE, split_rows
+    run = copy_run(course_run, tmp_path / "run")
+    column = load_feature_plan(run / "model" / "feature_plan.json").numeric[0]
+    t = pd.read_parquet(run / LABELLED_FILE)
+    first = split_rows(read_model_table(run), "train", labelled="churned")._row_id.iloc[0]
+    t.loc[t._row_id.eq(first), column] = np.inf
+    write_parquet(run / LABELLED_FILE, t)
+    with pytest.raises(ValueError, match=rf"'{column}' \(1 infinite value\(s\)\) hold infinite values"):
+        train(run, COURSE)
+    assert not (run / "model" / "pipeline.skops").exists()
+
+
+def test_too_few_rows_for_the_folds_name_the_minimum():
+    plan = FeaturePlan("y", "binary", numeric=["x"], classes=[0, 1], positive_class=1)
+    with pytest.raises(ValueError, match=r"rarest class \(1\) has 1 training row\(s\), and 3-fold cross-validation needs at least 3"):
+        cv_folds_for(np.array([0, 0, 0, 0, 0, 1]), plan, 3, 0)
+    with pytest.raises(ValueError, match=r"too few rows: 2 training rows are too few for 3 folds \(at least 3 needed\)"):
+        cv_folds_for(np.array([1.0, 2.0]), FeaturePlan("y", "regression"), 3, 0)

@@ -13,17 +13,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..design import ModelTest, TASK_METRICS
-from .evaluate import input_columns, model_output
+from ..design import ModelTest
+from ..metrics import TASK_METRICS
+from .evaluate import EVALUATION_FILE, input_columns, load_evaluation, model_output
+from .features import read_model_table, split_rows
+from .train import MODEL_FILE, load_model
 from ..runfolder import json_value, read_json, sha256_file, write_json
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 # %% auto #0
-__all__ = ['CHECK_COLUMNS', 'GENERIC', 'AcceptanceFailed', 'metric_gates', 'typical_row', 'behaviour_sample', 'invariance_test',
-           'directional_test', 'minimum_test', 'generic_tests', 'Acceptance', 'behaviour_tests', 'check_acceptance',
-           'acceptance_metrics', 'plot_checks', 'accept']
+__all__ = ['CHECK_COLUMNS', 'GENERIC', 'ACCEPTANCE_FILE', 'AcceptanceFailed', 'metric_gates', 'typical_row', 'behaviour_sample',
+           'invariance_test', 'directional_test', 'minimum_test', 'generic_tests', 'Acceptance', 'behaviour_tests',
+           'check_acceptance', 'acceptance_metrics', 'plot_checks', 'accept', 'load_acceptance']
 
 # %% ../../nbs/23_model_acceptance.ipynb #91f39488
 class AcceptanceFailed(RuntimeError):
@@ -281,8 +284,6 @@ def check_acceptance(model, evaluation: dict, spec, test_rows: pd.DataFrame, tra
               "cases": [{"test": t["name"], **{k: json_value(v) for k, v in c.items()}} for t in tests for c in t["cases"]]}
     return Acceptance(checks, cases, report)
 
-    return v.item() if hasattr(v, "item") else v
-
 # %% ../../nbs/23_model_acceptance.ipynb #7877aa59
 def acceptance_metrics(result: Acceptance) -> dict[str, Any]:
     "The numbers of an acceptance decision that go into the run's metrics (and so its manifest)."
@@ -315,22 +316,43 @@ def plot_checks(checks: pd.DataFrame) -> Figure:
     return fig
 
 # %% ../../nbs/23_model_acceptance.ipynb #5c5d9a0f
+ACCEPTANCE_FILE = "model/acceptance.json"   # the decision, its checks and cases, and the hashes of what it judged
+
 def accept(run_dir: str | Path, spec, behaviour_rows: int = 200, seed: int = 42, raise_on_failure: bool = True) -> Acceptance:
     "The acceptance step: gates and behavioural tests for `model/pipeline.skops`; write `model/acceptance.json`, then decide."
-    from mlops_kit.model.features import read_model_table
-    from mlops_kit.model.train import load_model
     run_dir = Path(run_dir)
     behaviour_sample(pd.DataFrame(), behaviour_rows)   # a bad parameter fails before anything is read
-    model_path = run_dir / "model" / "pipeline.skops"
+    model_path = run_dir / MODEL_FILE
     if not model_path.is_file(): raise FileNotFoundError(f"{model_path} does not exist; run the 'train' step first (mlops-kit run --until train)")
-    ev_path = run_dir / "model" / "evaluation.json"
-    if not ev_path.is_file(): raise FileNotFoundError(f"{ev_path} does not exist; run the 'evaluate' step first (mlops-kit run --until evaluate)")
-    evaluation = read_json(ev_path)
+    ev_path = run_dir / EVALUATION_FILE
+    evaluation = load_evaluation(run_dir)
     table = read_model_table(run_dir)
     model = load_model(model_path)
-    train_rows, test_rows = (table[table["split"].eq(s).to_numpy()].drop(columns="split") for s in ("train", "test"))
+    train_rows, test_rows = (split_rows(table, s).drop(columns="split") for s in ("train", "test"))
     result = check_acceptance(model, evaluation, spec, test_rows, train_rows, behaviour_rows, seed)
     result.report.update(model_sha256=sha256_file(model_path), evaluation_sha256=sha256_file(ev_path))
-    write_json(run_dir / "model" / "acceptance.json", result.report)   # written before deciding: the record of a rejection too
+    write_json(run_dir / ACCEPTANCE_FILE, result.report)   # written before deciding: the record of a rejection too
     if raise_on_failure: result.raise_for_failures()
     return result
+
+def load_acceptance(run_dir: str | Path) -> dict[str, Any]:
+    "The acceptance step's decision of a run (`model/acceptance.json`), checked for the keys and types later steps read."
+    path = Path(run_dir) / ACCEPTANCE_FILE
+    fix = "re-run the acceptance step (mlops-kit run --until acceptance, or the acceptance notebook with -p run_dir)"
+    if not path.is_file(): raise FileNotFoundError(f"{path} does not exist; run the 'acceptance' step first (mlops-kit run --until acceptance)")
+    try: report = read_json(path)
+    except ValueError as e: raise ValueError(f"{e}; {fix}") from None
+    problems = []
+    if not isinstance(report, dict): problems.append(f"it holds a {type(report).__name__}, not an object")
+    else:
+        for key, kind in (("passed", bool), ("failed", list), ("metric", str), ("results", list),
+                          ("model_sha256", str), ("evaluation_sha256", str)):
+            if key not in report: problems.append(f"no {key!r} key")
+            elif not isinstance(report[key], kind): problems.append(f"{key!r} is a {type(report[key]).__name__}, not a {kind.__name__}")
+        results = report.get("results") if isinstance(report.get("results"), list) else []
+        if any(not isinstance(r, dict) or not {"name", "kind", "passed"} <= set(r) for r in results):
+            problems.append("a result lacks its name, kind or passed")
+        elif isinstance(report.get("passed"), bool) and report["passed"] != all(r["passed"] for r in results):
+            problems.append(f"'passed' is {report['passed']} but the results say {not report['passed']}")
+    if problems: raise ValueError(f"{path} is not an acceptance report the kit can read: {'; '.join(problems)}; {fix}")
+    return report

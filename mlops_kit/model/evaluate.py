@@ -17,15 +17,19 @@ import pandas as pd
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-from ..design import TASK_METRICS, TASKS
-from ..runfolder import atomic_path, json_value, write_json, write_parquet
+from ..design import TASKS
+from ..metrics import TASK_METRICS, better, class_index, compute_metrics
+from .features import (FEATURE_PLAN_FILE, check_columns, check_finite, load_feature_plan, read_model_table,
+                                      split_rows)
+from .train import BASELINE_FILE, MODEL_FILE, load_model
+from ..runfolder import atomic_path, json_value, read_json, write_json, write_parquet
 
 # %% auto #0
-__all__ = ['EVAL_SPLITS', 'evaluation_rows', 'align_labels', 'class_index', 'ModelOutput', 'model_output', 'compute_metrics',
-           'better', 'cost_curve', 'choose_threshold', 'business_cost', 'plot_cost_curve', 'plot_confusion',
-           'plot_curves', 'plot_calibration', 'plot_regression', 'slice_columns', 'slice_metrics', 'plot_slices',
-           'worst_cases', 'error_profile', 'Evaluation', 'input_columns', 'evaluate_model', 'evaluate',
-           'evaluation_metrics', 'metrics_table', 'cost_table', 'plot_evaluation']
+__all__ = ['EVAL_SPLITS', 'EVALUATION_FILE', 'PREDICTIONS_FILE', 'SLICES_FILE', 'ERRORS_FILE', 'evaluation_rows', 'align_labels',
+           'ModelOutput', 'model_output', 'cost_curve', 'choose_threshold', 'business_cost', 'plot_cost_curve',
+           'plot_confusion', 'plot_curves', 'plot_calibration', 'plot_regression', 'slice_columns', 'slice_metrics',
+           'plot_slices', 'worst_cases', 'error_profile', 'Evaluation', 'input_columns', 'evaluate_model', 'evaluate',
+           'load_evaluation', 'evaluation_metrics', 'metrics_table', 'cost_table', 'plot_evaluation']
 
 # %% ../../nbs/22_model_evaluate.ipynb #767058db
 EVAL_SPLITS = ("valid", "test")
@@ -36,8 +40,7 @@ def evaluation_rows(table: pd.DataFrame, target: str) -> pd.DataFrame:
     if missing:
         raise ValueError(f"the table has no {', '.join(map(repr, missing))} column; read it with "
                          "mlops_kit.model.features.read_model_table (labelled.parquet joined with split.parquet)")
-    keep = table["split"].isin(EVAL_SPLITS).fillna(False).astype(bool).to_numpy()
-    rows = table[keep].reset_index(drop=True)
+    rows = split_rows(table, *EVAL_SPLITS)
     for s in EVAL_SPLITS:
         part = rows[rows["split"].eq(s).to_numpy()]
         if part.empty: raise ValueError(f"the {s} split has no rows; the split step must give it some (valid_size, test_size)")
@@ -61,13 +64,7 @@ def align_labels(y, classes: np.ndarray | None) -> np.ndarray:
                          "the model was trained on other data: re-run the train step")
     return out
 
-def class_index(classes: np.ndarray, value) -> int:
-    "Position of `value` (e.g. the spec's positive class) among the model's `classes`, comparing as text when types differ."
-    classes = list(classes)
-    for i, c in enumerate(classes):
-        if c == value or str(c) == str(value): return i
-    raise ValueError(f"the positive class {value!r} is not one of the model's classes ({', '.join(map(str, classes))}); "
-                     "fix prediction.positive_class in the spec")
+# `class_index` (the positive class among the model's classes) lives in mlops_kit.metrics, beside the metrics that need it
 
 # %% ../../nbs/22_model_evaluate.ipynb #51e9536c
 @dataclass
@@ -106,56 +103,6 @@ def model_output(model, rows: pd.DataFrame, task: str) -> ModelOutput:
     if task == "binary" and len(classes) != 2:
         raise ValueError(f"a binary task needs a model with 2 classes, this one has {len(classes)}: {', '.join(map(str, classes))}")
     return ModelOutput(task, classes, np.asarray(model.predict_proba(rows), dtype="float64"), None)
-
-# %% ../../nbs/22_model_evaluate.ipynb #e7d7fb1c
-def _num(v) -> float | None:
-    "A metric as a plain float, or None when it is undefined (NaN, infinite)."
-    v = float(v)
-    return v if math.isfinite(v) else None
-
-def compute_metrics(task: str, y, pred, proba: np.ndarray | None = None, classes: np.ndarray | None = None,
-                    positive_class=None) -> dict[str, float | None]:
-    "The task's metrics (every name in `TASK_METRICS[task]` plus a standard set); None where a metric is undefined."
-    from sklearn import metrics as M
-    y, pred = np.asarray(y), np.asarray(pred)
-    if len(y) == 0: raise ValueError("no rows to compute metrics on")
-    if len(y) != len(pred): raise ValueError(f"{len(y)} labels but {len(pred)} predictions")
-    out: dict[str, float | None] = {"rows": float(len(y))}
-    if task == "regression":
-        err = pred - y
-        out.update(rmse=_num(np.sqrt(np.mean(err ** 2))), mae=_num(np.mean(np.abs(err))),
-                   r2=_num(M.r2_score(y, pred)) if len(y) > 1 and np.ptp(y) > 0 else None,
-                   mape=_num(np.mean(np.abs(err / y))) if np.all(y != 0) else None,   # undefined when a true value is 0
-                   bias=_num(np.mean(err)), median_ae=_num(np.median(np.abs(err))))
-        return out
-    if task not in ("binary", "multiclass"): raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
-    if proba is None or classes is None: raise ValueError(f"a {task} task needs the probabilities and the model's classes")
-    classes = np.asarray(classes)
-    present = len(pd.unique(y)) > 1
-    out.update(accuracy=_num(M.accuracy_score(y, pred)),
-               balanced_accuracy=_num(M.balanced_accuracy_score(y, pred)) if present else None,
-               log_loss=_num(M.log_loss(y, proba, labels=classes)))
-    if task == "binary":
-        pos = classes[class_index(classes, positive_class)]
-        yb, pb, p = (y == pos), (pred == pos), proba[:, class_index(classes, positive_class)]
-        out.update(roc_auc=_num(M.roc_auc_score(yb, p)) if present else None,
-                   average_precision=_num(M.average_precision_score(yb, p)) if yb.any() else None,
-                   f1=_num(M.f1_score(yb, pb, zero_division=0)),
-                   precision=_num(M.precision_score(yb, pb, zero_division=0)),
-                   recall=_num(M.recall_score(yb, pb, zero_division=0)),
-                   brier=_num(np.mean((p - yb) ** 2)),
-                   prevalence=_num(yb.mean()), predicted_positive_rate=_num(pb.mean()))
-    else:
-        out.update(f1_macro=_num(M.f1_score(y, pred, average="macro", labels=classes, zero_division=0)),
-                   precision_macro=_num(M.precision_score(y, pred, average="macro", labels=classes, zero_division=0)),
-                   recall_macro=_num(M.recall_score(y, pred, average="macro", labels=classes, zero_division=0)))
-    return out
-
-def better(metric: str, greater_is_better: bool, a: float | None, b: float | None) -> bool:
-    "True when metric value `a` is strictly better than `b`; an undefined value is never better."
-    if a is None: return False
-    if b is None: return True
-    return a > b if greater_is_better else a < b
 
 # %% ../../nbs/22_model_evaluate.ipynb #b1b547b5
 def cost_curve(y_pos, p, cost_fp: float, cost_fn: float, thresholds=None) -> pd.DataFrame:
@@ -477,21 +424,53 @@ def evaluate_model(model, baseline, rows: pd.DataFrame, spec, slice_column: str 
     return Evaluation(report, predictions, slices, errors, profile, curve, outs, rows, y)
 
 # %% ../../nbs/22_model_evaluate.ipynb #412a0d6a
+EVALUATION_FILE = "model/evaluation.json"        # every number of the evaluation (acceptance and package read it)
+PREDICTIONS_FILE = "model/predictions.parquet"   # one row per scored valid and test row
+SLICES_FILE = "model/slices.csv"                 # the offline metric per slice of the test rows
+ERRORS_FILE = "model/errors.csv"                 # the worst test predictions, with their inputs
+
 def evaluate(run_dir: str | Path, spec, slice_column: str = "", n_worst: int = 20) -> Evaluation:
     "The evaluate step: score the run's model and baseline on valid and test; write evaluation, predictions, slices, errors."
-    from mlops_kit.model.features import check_columns, load_feature_plan, read_model_table
-    from mlops_kit.model.train import load_model
     run_dir = Path(run_dir)
-    plan = load_feature_plan(run_dir / "model" / "feature_plan.json")
-    model, baseline = load_model(run_dir / "model" / "pipeline.skops"), load_model(run_dir / "model" / "baseline.skops")
+    plan = load_feature_plan(run_dir / FEATURE_PLAN_FILE)
+    model, baseline = load_model(run_dir / MODEL_FILE), load_model(run_dir / BASELINE_FILE)
     rows = evaluation_rows(read_model_table(run_dir), spec.prediction.target)
     check_columns(rows, plan, "the valid and test rows")
+    check_finite(rows, plan, "the valid and test rows")
     ev = evaluate_model(model, baseline, rows, spec, slice_column, n_worst)
-    write_json(run_dir / "model" / "evaluation.json", ev.report)
-    write_parquet(run_dir / "model" / "predictions.parquet", ev.predictions)
-    with atomic_path(run_dir / "model" / "slices.csv") as tmp: ev.slices.to_csv(tmp, index=False)
-    with atomic_path(run_dir / "model" / "errors.csv") as tmp: ev.errors.to_csv(tmp, index=False)
+    write_json(run_dir / EVALUATION_FILE, ev.report)
+    write_parquet(run_dir / PREDICTIONS_FILE, ev.predictions)
+    with atomic_path(run_dir / SLICES_FILE) as tmp: ev.slices.to_csv(tmp, index=False)
+    with atomic_path(run_dir / ERRORS_FILE) as tmp: ev.errors.to_csv(tmp, index=False)
     return ev
+
+_SPLIT_KEYS = ("valid", "test")
+
+def load_evaluation(run_dir: str | Path) -> dict[str, Any]:
+    "The evaluate step's report of a run (`model/evaluation.json`), checked for the keys and types later steps read."
+    path = Path(run_dir) / EVALUATION_FILE
+    fix = "re-run the evaluate step (mlops-kit run --until evaluate, or the evaluate notebook with -p run_dir)"
+    if not path.is_file(): raise FileNotFoundError(f"{path} does not exist; run the 'evaluate' step first (mlops-kit run --until evaluate)")
+    try: report = read_json(path)
+    except ValueError as e: raise ValueError(f"{e}; {fix}") from None
+    problems = []
+    if not isinstance(report, dict): problems.append(f"it holds a {type(report).__name__}, not an object")
+    else:
+        for key, kind in (("task", str), ("metric", str), ("greater_is_better", bool), ("valid", dict), ("test", dict),
+                          ("baseline", dict), ("rows", dict), ("slices", list)):
+            if key not in report: problems.append(f"no {key!r} key")
+            elif not isinstance(report[key], kind): problems.append(f"{key!r} is a {type(report[key]).__name__}, not a {kind.__name__}")
+        if "threshold" not in report: problems.append("no 'threshold' key")
+        metric = report.get("metric")
+        for where, d in (("valid", report.get("valid")), ("test", report.get("test")),
+                         ("baseline valid", (report.get("baseline") or {}).get("valid") if isinstance(report.get("baseline"), dict) else None),
+                         ("baseline test", (report.get("baseline") or {}).get("test") if isinstance(report.get("baseline"), dict) else None)):
+            if not isinstance(d, dict):
+                if where.startswith("baseline") and isinstance(report.get("baseline"), dict): problems.append(f"no {where!r} scores")
+                continue
+            if isinstance(metric, str) and metric not in d: problems.append(f"the {where} scores lack the offline metric {metric!r}")
+    if problems: raise ValueError(f"{path} is not an evaluation report the kit can read: {'; '.join(problems)}; {fix}")
+    return report
 
 def evaluation_metrics(report: dict) -> dict[str, Any]:
     "The numbers of an evaluation report that go into the run's metrics (and so its manifest)."

@@ -17,14 +17,16 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..data.ingest import to_datetime
+from ..data.validate import load_contract
 from ..runfolder import json_value, read_json, read_parquet, write_json
 
 # %% auto #0
-__all__ = ['FEATURE_GROUPS', 'CLASSIFICATION', 'PLAN_FORMAT', 'TRUSTED_TYPES', 'MAX_CATEGORIES', 'ID_SHARE', 'FeaturePlan',
-           'plan_to_dict', 'plan_from_dict', 'save_feature_plan', 'load_feature_plan', 'label_values', 'period_end',
-           'DateFeatures', 'TextLength', 'category_text', 'Categories', 'Flags', 'plan_features', 'build_preprocessor',
-           'check_columns', 'model_inputs', 'read_model_table', 'feature_signal', 'plot_feature_signal', 'plan_table',
-           'make_features']
+__all__ = ['FEATURE_GROUPS', 'CLASSIFICATION', 'PLAN_FORMAT', 'TRUSTED_TYPES', 'MAX_CATEGORIES', 'ID_SHARE', 'LABELLED_FILE',
+           'SPLIT_FILE', 'FEATURE_PLAN_FILE', 'MIN_ROWS_PER_CLASS', 'FeaturePlan', 'plan_to_dict', 'plan_from_dict',
+           'save_feature_plan', 'load_feature_plan', 'label_values', 'period_end', 'DateFeatures', 'TextLength',
+           'category_text', 'Categories', 'Flags', 'plan_features', 'build_preprocessor', 'check_columns',
+           'check_finite', 'model_inputs', 'read_model_table', 'split_rows', 'feature_signal', 'plot_feature_signal',
+           'plan_table', 'check_training_rows', 'make_features']
 
 # %% ../../nbs/20_model_features.ipynb #00719b23
 FEATURE_GROUPS = ("numeric", "categorical", "date", "text", "flags")
@@ -382,21 +384,38 @@ def check_columns(df: pd.DataFrame, plan: FeaturePlan, what: str = "the table") 
         raise ValueError(f"{what} lacks {len(missing)} input column(s) of the feature plan: {', '.join(map(repr, missing))}; "
                          "pass rows with the labelled table's columns (extra columns are ignored)")
 
+def check_finite(df: pd.DataFrame, plan: FeaturePlan, what: str = "the table") -> None:
+    "Raise an error naming every numeric input column of the plan that holds infinite values, and how many."
+    bad = {}
+    for c in plan.input_columns:
+        s = df[c] if c in df.columns else None
+        if s is None or not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s): continue
+        n = int(np.isinf(s.to_numpy(dtype="float64", na_value=np.nan)).sum())
+        if n: bad[c] = n
+    if bad:
+        raise ValueError(f"{what}: column(s) {', '.join(f'{c!r} ({n} infinite value(s))' for c, n in bad.items())} hold "
+                         "infinite values (inf, -inf), which no model can read; the data steps should have caught them: replace "
+                         "them with missing values (or drop those rows) in wrangling, then re-run from the wrangle step")
+
 def model_inputs(df: pd.DataFrame, plan: FeaturePlan) -> tuple[pd.DataFrame, np.ndarray]:
-    "The plan's input columns and the labels (numpy: int, text or float) of the labelled rows of `df`."
+    "The plan's input columns and the labels (numpy: int, text or float) of the labelled rows of `df`, checked for infinite values."
     check_columns(df, plan)
     if plan.target not in df.columns:
         raise ValueError(f"the table has no target column {plan.target!r}; model_inputs needs labelled rows")
     labelled = df[plan.target].notna().fillna(False).astype(bool).to_numpy()
     X = df.loc[labelled, plan.input_columns].reset_index(drop=True)
+    check_finite(X, plan, "the labelled rows")
     return X, label_values(df.loc[labelled, plan.target], plan.task)
 
 # %% ../../nbs/20_model_features.ipynb #ff3a82bf
+LABELLED_FILE = "data/labelled.parquet"   # written by the label step (mlops_kit.data.label)
+SPLIT_FILE = "data/split.parquet"         # written by the split step (mlops_kit.data.split)
+
 def read_model_table(run_dir: str | Path) -> pd.DataFrame:
     "The labelled table of a run with each row's `split` (train, valid, test or unlabeled) joined on `_row_id`."
     run_dir = Path(run_dir)
-    df = read_parquet(run_dir / "data" / "labelled.parquet", producer="label")
-    splits = read_parquet(run_dir / "data" / "split.parquet", producer="split")
+    df = read_parquet(run_dir / LABELLED_FILE, producer="label")
+    splits = read_parquet(run_dir / SPLIT_FILE, producer="split")
     if "_row_id" not in df.columns or list(splits.columns) != ["_row_id", "split"]:
         raise ValueError(f"{run_dir / 'data'}: labelled.parquet needs a _row_id column and split.parquet the columns _row_id, split; "
                          "re-run the label and split steps")
@@ -405,6 +424,16 @@ def read_model_table(run_dir: str | Path) -> pd.DataFrame:
                          f"({len(splits)} split rows for {len(df)} labelled rows); re-run the split step")
     out = df.merge(splits, on="_row_id", how="left", validate="one_to_one")
     return out
+
+def split_rows(table: pd.DataFrame, *splits: str, labelled: str | None = None) -> pd.DataFrame:
+    "The rows of a `read_model_table` table in `splits` (all of them when none is named), in table order; only those with a `labelled` target when given."
+    if "split" not in table.columns:
+        raise ValueError("the table has no split column; read it with mlops_kit.model.features.read_model_table")
+    keep = table["split"].isin(splits).fillna(False).astype(bool).to_numpy() if splits else np.ones(len(table), dtype=bool)
+    if labelled is not None:
+        if labelled not in table.columns: raise ValueError(f"the table has no target column {labelled!r}; re-run the label step")
+        keep = keep & table[labelled].notna().fillna(False).astype(bool).to_numpy()
+    return table[keep].reset_index(drop=True)
 
 # %% ../../nbs/20_model_features.ipynb #6ddee41d
 def feature_signal(Xt: np.ndarray, y: np.ndarray, names, plan: FeaturePlan) -> pd.Series:
@@ -445,18 +474,38 @@ def plan_table(plan: FeaturePlan) -> pd.DataFrame:
     rows += [{"column": c, "group": "excluded", "reason": r} for c, r in plan.excluded.items()]
     return pd.DataFrame(rows, columns=["column", "group", "reason"])
 
+FEATURE_PLAN_FILE = "model/feature_plan.json"   # the plan, written by the features step
+MIN_ROWS_PER_CLASS = 2   # a class with one training row is missing from the training part of the fold that holds it out
+
+def check_training_rows(y: pd.Series, task: str) -> None:
+    "Raise a clear 'too few rows' error, with the minimum, when the labelled training rows `y` cannot train a model."
+    y = pd.Series(y).dropna()
+    n, k = len(y), MIN_ROWS_PER_CLASS
+    folds = "and k-fold cross-validation (the train step's cv_folds) needs k of each"
+    if task not in CLASSIFICATION:
+        if n < k: raise ValueError(f"too few rows: {n} labelled training row(s); a model needs at least {k} ({folds.replace(' of each', '')}): use more data")
+        return
+    if n < 2 * k:
+        raise ValueError(f"too few rows: {n} labelled training row(s); a classifier needs at least {2 * k} (two classes with at least "
+                         f"{k} rows each), {folds}: use more data")
+    counts = pd.Series(label_values(y, task)).value_counts()
+    rare = counts[counts < k]
+    if len(counts) > 1 and len(rare):
+        raise ValueError(f"too few rows of a class: {', '.join(f'{c!r} has {v}' for c, v in rare.items())} labelled training "
+                         f"row(s); every class needs at least {k}, {folds}: label more rows of it, or leave the class out")
+
 def make_features(run_dir: str | Path, spec) -> tuple[FeaturePlan, pd.DataFrame]:
     "The features step: plan on the training rows, fit the preprocessor there as a check, write `model/feature_plan.json`; the plan and each output feature's signal."
-    from mlops_kit.data.validate import load_contract
     run_dir = Path(run_dir)
     table = read_model_table(run_dir)
     contract = load_contract(run_dir / "data" / "contract.json")
-    train = table[table.split.eq("train").to_numpy()]
+    train = split_rows(table, "train")
     if not train[spec.prediction.target].notna().any():
         raise ValueError(f"no training row of {run_dir} has a label; the split step put no labelled row in train")
+    check_training_rows(train[spec.prediction.target], spec.prediction.task)
     plan = plan_features(train.drop(columns="split"), contract, spec)
     X, y = model_inputs(train, plan)
     pre = build_preprocessor(plan).fit(X)          # fails here, not in training, when a column cannot be used
     signal = feature_signal(pre.transform(X), y, pre.get_feature_names_out(), plan)
-    save_feature_plan(plan, run_dir / "model" / "feature_plan.json")
+    save_feature_plan(plan, run_dir / FEATURE_PLAN_FILE)
     return plan, signal.rename("signal").rename_axis("feature").reset_index()

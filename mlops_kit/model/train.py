@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pandas as pd
 
-from .features import (CLASSIFICATION, FeaturePlan, TRUSTED_TYPES, build_preprocessor, load_feature_plan,
-                                      model_inputs, read_model_table)
+from ..metrics import METRICS, TASK_METRICS
+from ..metrics import metric_value as registry_value
+from .features import (CLASSIFICATION, FEATURE_PLAN_FILE, FeaturePlan, TRUSTED_TYPES, build_preprocessor,
+                                      load_feature_plan, model_inputs, read_model_table, split_rows)
 from ..runfolder import atomic_path, atomic_write, write_json, write_parquet
 
 if TYPE_CHECKING:
@@ -24,10 +26,11 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 # %% auto #0
-__all__ = ['CANDIDATES', 'AUTO_CANDIDATES', 'METRIC_NAMES', 'GREATER_IS_BETTER', 'EXPERIMENT_COLUMNS', 'candidate_names',
-           'check_train_params', 'make_model', 'make_baseline', 'metric_value', 'model_score', 'cv_folds_for',
-           'cross_validate_model', 'prepare_folds', 'cross_validate_estimator', 'search_candidates', 'TrainResult',
-           'train_models', 'save_model', 'untrusted_types', 'load_model', 'train', 'plot_experiments']
+__all__ = ['CANDIDATES', 'AUTO_CANDIDATES', 'METRIC_NAMES', 'GREATER_IS_BETTER', 'EXPERIMENT_COLUMNS', 'MODEL_FILE',
+           'BASELINE_FILE', 'EXPERIMENTS_FILE', 'TRAIN_REPORT_FILE', 'candidate_names', 'check_train_params',
+           'make_model', 'make_baseline', 'metric_value', 'model_score', 'cv_folds_for', 'cross_validate_model',
+           'prepare_folds', 'cross_validate_estimator', 'search_candidates', 'TrainResult', 'train_models',
+           'save_model', 'untrusted_types', 'load_model', 'train', 'plot_experiments']
 
 # %% ../../nbs/21_model_train.ipynb #22b76aa6
 def _logistic(seed: int):
@@ -106,40 +109,30 @@ def make_baseline(plan: FeaturePlan) -> "Pipeline":
     return make_model(plan, DummyRegressor(strategy="mean") if plan.task == "regression" else DummyClassifier(strategy="prior"))
 
 # %% ../../nbs/21_model_train.ipynb #6f18114d
-METRIC_NAMES = ("roc_auc", "average_precision", "f1", "accuracy", "log_loss", "f1_macro", "balanced_accuracy",
-                "rmse", "mae", "r2", "mape")
-GREATER_IS_BETTER = {"roc_auc": True, "average_precision": True, "f1": True, "accuracy": True, "log_loss": False,
-                     "f1_macro": True, "balanced_accuracy": True, "rmse": False, "mae": False, "r2": True, "mape": False}
+METRIC_NAMES = tuple(dict.fromkeys(name for task in TASK_METRICS.values() for name in task))
+GREATER_IS_BETTER = {name: METRICS[name].greater_is_better for name in METRIC_NAMES}
 
-def metric_value(metric: str, y_true, pred=None, proba=None, classes=None, positive_class=None) -> float:
-    "The value of `metric` (a spec metric name) for labels `y_true`, predictions `pred` and class probabilities `proba`."
-    from sklearn import metrics as M
+def _task_of(metric: str) -> str:
+    "The first task whose spec may use `metric` (a name means the same thing in every task that has it)."
     if metric not in GREATER_IS_BETTER: raise ValueError(f"unknown metric {metric!r}; metrics are {', '.join(METRIC_NAMES)}")
-    if metric in ("roc_auc", "average_precision"):
-        pos = list(classes).index(positive_class)
-        y = (np.asarray(y_true) == positive_class).astype(int)
-        if y.min() == y.max(): return float("nan")    # one class only: the ranking metric is undefined
-        f = M.roc_auc_score if metric == "roc_auc" else M.average_precision_score
-        return float(f(y, np.asarray(proba)[:, pos]))
-    if metric == "log_loss": return float(M.log_loss(y_true, proba, labels=list(classes)))
-    if metric == "f1": return float(M.f1_score(y_true, pred, pos_label=positive_class, zero_division=0))
-    if metric == "f1_macro": return float(M.f1_score(y_true, pred, average="macro", zero_division=0))
-    if metric == "accuracy": return float(M.accuracy_score(y_true, pred))
-    if metric == "balanced_accuracy": return float(M.balanced_accuracy_score(y_true, pred))
-    if metric == "rmse": return float(M.root_mean_squared_error(y_true, pred))
-    if metric == "mae": return float(M.mean_absolute_error(y_true, pred))
-    if metric == "r2": return float(M.r2_score(y_true, pred))
-    return float(M.mean_absolute_percentage_error(y_true, pred))   # mape
+    return next(t for t, names in TASK_METRICS.items() if metric in names)
+
+def metric_value(metric: str, y_true, pred=None, proba=None, classes=None, positive_class=None, task: str | None = None) -> float:
+    "The value of `metric` (a spec metric name) from the metrics registry; NaN where it is undefined, so it ranks last."
+    v = registry_value(task or _task_of(metric), metric, y_true, pred, proba, classes, positive_class)
+    return float("nan") if v is None else v
 
 def model_score(model, X, y, metric: str, plan: FeaturePlan) -> float:
     "`metric` of a fitted `model` on rows `X` with labels `y`."
-    needs_proba = metric in ("roc_auc", "average_precision", "log_loss")
+    needs_proba = METRICS[metric].needs_proba if metric in METRICS else False
     proba = model.predict_proba(X) if needs_proba else None
     pred = None if needs_proba else model.predict(X)
     classes = list(model.classes_) if plan.task in CLASSIFICATION else None
-    return metric_value(metric, y, pred, proba, classes, plan.positive_class)
+    return metric_value(metric, y, pred, proba, classes, plan.positive_class, plan.task)
 
 # %% ../../nbs/21_model_train.ipynb #c61a3c4f
+def _plain(v): return v.item() if hasattr(v, "item") else v
+
 def cv_folds_for(y: np.ndarray, plan: FeaturePlan, cv_folds: int = 3, seed: int = 42,
                  groups: np.ndarray | None = None) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
     "Cross-validation folds over training rows (group-aware when `groups` is given), and which splitter made them."
@@ -150,8 +143,8 @@ def cv_folds_for(y: np.ndarray, plan: FeaturePlan, cv_folds: int = 3, seed: int 
     if groups is not None:
         n_groups = pd.Series(groups).nunique()
         if n_groups < cv_folds:
-            raise ValueError(f"{n_groups} entities in {plan.id_column!r} are too few for {cv_folds} group-aware folds; "
-                             "lower cv_folds (at least 2) or use more data")
+            raise ValueError(f"too few rows: {n_groups} entities in {plan.id_column!r} are too few for {cv_folds} group-aware "
+                             f"folds (at least {cv_folds} needed); lower cv_folds (at least 2) or use more data")
         if classify and smallest >= cv_folds:
             splitter, kind = StratifiedGroupKFold(cv_folds, shuffle=True, random_state=seed), "stratified group k-fold"
         else:
@@ -159,14 +152,17 @@ def cv_folds_for(y: np.ndarray, plan: FeaturePlan, cv_folds: int = 3, seed: int 
     elif classify and smallest >= cv_folds:
         splitter, kind = StratifiedKFold(cv_folds, shuffle=True, random_state=seed), "stratified k-fold"
     else:
-        if n < cv_folds: raise ValueError(f"{n} training rows are too few for {cv_folds} folds; lower cv_folds or use more data")
+        if n < cv_folds: raise ValueError(f"too few rows: {n} training rows are too few for {cv_folds} folds (at least "
+                                          f"{cv_folds} needed); lower cv_folds or use more data")
         splitter, kind = KFold(cv_folds, shuffle=True, random_state=seed), "k-fold"
     folds = [(tr, va) for tr, va in splitter.split(np.zeros(n), y, groups)]
     if classify:   # every fold must train on every class, or predict_proba has fewer columns than there are classes
+        counts = pd.Series(y).value_counts()
         for i, (tr, _) in enumerate(folds):
             if len(np.unique(y[tr])) < len(np.unique(y)):
-                raise ValueError(f"fold {i + 1} of {cv_folds} trains without some class: the rarest class has {smallest} training "
-                                 "rows; lower cv_folds or label more rows of the rare classes")
+                raise ValueError(f"too few rows of a class: fold {i + 1} of {cv_folds} trains without some class; the rarest "
+                                 f"class ({_plain(counts.index[-1])!r}) has {smallest} training row(s), and {cv_folds}-fold cross-validation "
+                                 f"needs at least {cv_folds} of every class; lower cv_folds or label more rows of the rare classes")
     return folds, kind
 
 # %% ../../nbs/21_model_train.ipynb #8618cf20
@@ -247,8 +243,10 @@ def search_candidates(X: pd.DataFrame, y: np.ndarray, plan: FeaturePlan, metric:
     ex["rank"] = key.rank(ascending=False, method="min", na_option="bottom").astype(int)
     contenders = key.where(ex.candidate.ne("baseline").to_numpy())
     if contenders.notna().sum() == 0:
-        raise ValueError(f"every candidate's cross-validated {metric} is undefined (NaN); with so few rows per fold a fold may "
-                         "hold one class only: lower cv_folds or use more data")
+        why = METRICS[metric].undefined or "on these folds"
+        raise ValueError(f"every candidate's cross-validated {metric} is undefined (NaN): {metric} has no value {why}, and some "
+                         f"fold's held-out rows are such; choose another offline metric in the spec ({', '.join(TASK_METRICS[plan.task])}), "
+                         "or lower cv_folds or use more data")
     ex["is_best"] = False
     ex.loc[contenders.idxmax(), "is_best"] = True      # the first of equally good experiments wins
     return ex[EXPERIMENT_COLUMNS]
@@ -269,7 +267,6 @@ def train_models(X: pd.DataFrame, y: np.ndarray, plan: FeaturePlan, metric: str,
     check_train_params(search_budget, cv_folds)
     names = candidate_names(plan.task, candidates)
     if metric not in GREATER_IS_BETTER: raise ValueError(f"unknown metric {metric!r}; metrics are {', '.join(METRIC_NAMES)}")
-    from mlops_kit.design import TASK_METRICS
     if metric not in TASK_METRICS[plan.task]:
         raise ValueError(f"the offline metric {metric!r} does not fit a {plan.task} task; use one of "
                          f"{', '.join(TASK_METRICS[plan.task])} in the spec's metrics.offline_metric")
@@ -352,15 +349,19 @@ def load_model(path: str | Path):
     return sio.load(path, trusted=found)
 
 # %% ../../nbs/21_model_train.ipynb #470ae8a9
+MODEL_FILE = "model/pipeline.skops"            # the fitted pipeline: preprocessor + the best candidate
+BASELINE_FILE = "model/baseline.skops"         # the same pipeline with the dummy estimator
+EXPERIMENTS_FILE = "model/experiments.csv"     # one row per cross-validated experiment
+TRAIN_REPORT_FILE = "model/train_report.json"  # what was tried and what won
+
 def train(run_dir: str | Path, spec, seed: int = 42, candidates: str = "auto", search_budget: int = 4, cv_folds: int = 3) -> TrainResult:
     "The train step: read the run's training rows and feature plan, search, refit, and write the model, baseline and records."
     t0 = time.perf_counter()
     check_train_params(search_budget, cv_folds)
     run_dir = Path(run_dir)
-    plan = load_feature_plan(run_dir / "model" / "feature_plan.json")
+    plan = load_feature_plan(run_dir / FEATURE_PLAN_FILE)
     candidate_names(plan.task, candidates)                 # a bad name fails before anything is read
-    table = read_model_table(run_dir)
-    train_rows = table[table.split.eq("train").to_numpy() & table[plan.target].notna().to_numpy()].reset_index(drop=True)
+    train_rows = split_rows(read_model_table(run_dir), "train", labelled=plan.target)
     if len(train_rows) == 0: raise ValueError(f"{run_dir}: no labelled training rows; re-run the split step")
     X, y = model_inputs(train_rows, plan)
     groups = None
@@ -368,12 +369,12 @@ def train(run_dir: str | Path, spec, seed: int = 42, candidates: str = "auto", s
         groups = train_rows[plan.id_column].astype("string").fillna("").to_numpy()   # an entity's rows stay in one fold
     res = train_models(X, y, plan, spec.metrics.offline_metric, candidates, search_budget, cv_folds, seed, groups)
     t_fit = time.perf_counter()
-    save_model(res.model, run_dir / "model" / "pipeline.skops")
-    save_model(res.baseline, run_dir / "model" / "baseline.skops")
-    with atomic_path(run_dir / "model" / "experiments.csv") as tmp: res.experiments.to_csv(tmp, index=False)
+    save_model(res.model, run_dir / MODEL_FILE)
+    save_model(res.baseline, run_dir / BASELINE_FILE)
+    with atomic_path(run_dir / EXPERIMENTS_FILE) as tmp: res.experiments.to_csv(tmp, index=False)
     res.report["seconds"]["save"] = round(time.perf_counter() - t_fit, 3)
     res.report["seconds"]["step"] = round(time.perf_counter() - t0, 3)
-    write_json(run_dir / "model" / "train_report.json", res.report)
+    write_json(run_dir / TRAIN_REPORT_FILE, res.report)
     return res
 
 # %% ../../nbs/21_model_train.ipynb #b6df27c8
