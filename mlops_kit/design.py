@@ -21,12 +21,12 @@ from .text import did_you_mean, md_table
 from .tables import MIN_ROWS, check_enough_rows, read_table, table_kind
 
 # %% auto #0
-__all__ = ['SOURCE_KINDS', 'LEGAL_BASES', 'LEARNING_TYPES', 'TASKS', 'TASK_METRICS', 'SERVING_MODES', 'RETRAIN_CADENCES',
-           'RETRAIN_TRIGGERS', 'CHECK_KINDS', 'COLUMN_KINDS', 'COLUMN_RULE_KEYS', 'MODEL_TEST_KINDS', 'SubProblem',
-           'ValueProposition', 'Stakeholder', 'DataSource', 'PredictionTask', 'Metrics', 'default_metrics',
-           'break_even_probability', 'Serving', 'Retraining', 'DataChecks', 'ModelTest', 'Spec', 'default_spec',
-           'SpecError', 'spec_to_dict', 'validate_spec', 'spec_from_dict', 'save_spec', 'load_spec',
-           'render_design_doc', 'infer_task', 'spec_from_data', 'spec_for_run']
+__all__ = ['SOURCE_KINDS', 'LEGAL_BASES', 'LEARNING_TYPES', 'TASKS', 'SERVING_MODES', 'RETRAIN_CADENCES', 'RETRAIN_TRIGGERS',
+           'CHECK_KINDS', 'COLUMN_KINDS', 'COLUMN_RULE_KEYS', 'MODEL_TEST_KINDS', 'SubProblem', 'ValueProposition',
+           'Stakeholder', 'DataSource', 'PredictionTask', 'Metrics', 'default_metrics', 'break_even_probability',
+           'Serving', 'Retraining', 'DataChecks', 'ModelTest', 'Spec', 'default_spec', 'SpecError', 'spec_to_dict',
+           'validate_spec', 'spec_from_dict', 'save_spec', 'load_spec', 'render_design_doc', 'infer_task',
+           'spec_from_data', 'spec_for_run']
 
 # %% ../nbs/02_design.ipynb #820cfa1a
 @dataclass
@@ -97,12 +97,8 @@ class PredictionTask:
     label_rule: dict | None = None     # e.g. {"kind": "future_window", "source": "cancellations", "window_months": 2}
 
 # %% ../nbs/02_design.ipynb #60a2f322
-# metric -> True when a higher value is better
-TASK_METRICS: dict[str, dict[str, bool]] = {
-    "binary": {"roc_auc": True, "average_precision": True, "f1": True, "accuracy": True, "log_loss": False},
-    "multiclass": {"f1_macro": True, "accuracy": True, "balanced_accuracy": True, "log_loss": False},
-    "regression": {"rmse": False, "mae": False, "r2": True, "mape": False},
-}
+# the metrics a spec may name per task, and whether higher is better: from the kit's one metrics registry
+from .metrics import TASK_METRICS
 
 # %% ../nbs/02_design.ipynb #7a4e46b6
 @dataclass

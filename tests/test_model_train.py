@@ -196,8 +196,13 @@ def test_load_model_refuses_untrusted_types_and_files_that_are_not_models(course
     assert untrusted_types(run / "model" / "pipeline.skops") == []
     odd = Pipeline([("f", FunctionTransformer(json.dumps))])   # a function from an arbitrary module
     save_model(odd, tmp_path / "odd.skops")
-    with pytest.raises(ValueError, match="holds types the kit does not trust: json.dumps"):
+    with pytest.raises(ValueError, match="outside the allowlist, so it was not loaded: json.dumps"):
         load_model(tmp_path / "odd.skops")
+    # a numpy function is a function too: trusting every name under numpy is the hole the bundle check closed
+    save_model(Pipeline([("f", FunctionTransformer(np.log1p))]), tmp_path / "np.skops")
+    assert untrusted_types(tmp_path / "np.skops") == ["numpy.log1p"]
+    with pytest.raises(ValueError, match="numpy.log1p"):
+        load_model(tmp_path / "np.skops")
     (tmp_path / "junk.skops").write_bytes(b"PK\x03\x04 definitely not a model")
     with pytest.raises(ValueError, match="is not a skops model file"):
         load_model(tmp_path / "junk.skops")

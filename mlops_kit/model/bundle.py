@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 
 import mlops_kit
-from ..data.ingest import to_datetime
+from ..tables import to_datetime
 from ..design import load_spec
 from ..provenance import code_hash, git_state, package_versions, utc_now
 from ..runfolder import json_value, read_json, sha256_file, write_json
 from ..text import format_value
 from .card import data_summary, model_card
-from .features import FEATURE_GROUPS, TRUSTED_TYPES as FEATURE_TYPES
+from .features import FEATURE_GROUPS, TRUSTED_TYPES as FEATURE_TYPES, read_model_table, split_rows
 
 # %% auto #0
 __all__ = ['TRUSTED_TYPES', 'FUNCTION_LOADERS', 'BUNDLE_FORMAT', 'BUNDLE_FORMAT_VERSION', 'BUNDLE_INPUTS', 'COPIED',
@@ -298,16 +298,16 @@ def build_bundle(run_dir: str | Path, out_dir: str | Path | None = None, name: s
     pipeline = load_pipeline(pipe_bytes, source=str(run_dir / "model" / "pipeline.skops"))
     plan, contract = read_json(run_dir / "model" / "feature_plan.json"), read_json(run_dir / "data" / "contract.json")
     evaluation = read_json(run_dir / "model" / "evaluation.json")
-    labelled, splits = pd.read_parquet(run_dir / "data" / "labelled.parquet"), pd.read_parquet(run_dir / "data" / "split.parquet")
-    train = labelled[labelled["_row_id"].isin(splits.loc[splits.split == "train", "_row_id"])]
-    schema = input_schema(pipeline, train if len(train) else labelled, plan, contract)
+    table = read_model_table(run_dir)
+    train = split_rows(table, "train")
+    schema = input_schema(pipeline, train if len(train) else table, plan, contract)
     p, task = spec.prediction, spec.prediction.task
     classes = json_value(list(getattr(pipeline, "classes_", []))) if task != "regression" else None
     if task == "binary" and classes and str(p.positive_class) not in map(str, classes):
         raise BundleError(f"the spec's positive class {p.positive_class!r} is not one of the model's classes {classes}")
     threshold, source = _decision_threshold(task, evaluation)
     mname = spec.metrics.offline_metric
-    data = data_summary(labelled, splits, spec)
+    data = data_summary(table, spec)
     data["sha256"] = {f: sha256_file(run_dir / f) for f in ("data/labelled.parquet", "data/split.parquet")}
     meta = {
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, "name": name,

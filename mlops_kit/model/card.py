@@ -22,10 +22,12 @@ __all__ = ['CARD_STEPS', 'CARD_LIBRARIES', 'data_summary', 'model_card']
 def _positive(y: pd.Series, positive_class: Any) -> pd.Series:
     return (y.astype("string") == str(positive_class)).fillna(False).astype(bool)
 
-def data_summary(labelled: pd.DataFrame, splits: pd.DataFrame, spec: Any) -> dict:
-    "Rows, periods and label statistics of each split of a run's labelled table: the facts a model card reports."
+def data_summary(table: pd.DataFrame, spec: Any) -> dict:
+    "Rows, periods and label statistics of each split of a run's model table (`features.read_model_table`): the facts a model card reports."
     p = spec.prediction
-    df = labelled.merge(splits, on="_row_id", how="left")
+    if "split" not in table.columns:
+        raise ValueError("data_summary needs the labelled table with its split column: read it with mlops_kit.model.features.read_model_table")
+    df = table
     out = {"rows": {s: int((df.split == s).sum()) for s in ("train", "valid", "test", "unlabeled")}}
     if p.time_column and p.time_column in df.columns:
         t = df[p.time_column]

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from ..data.ingest import to_datetime
+from ..tables import to_datetime
 from ..data.validate import load_contract
 from ..runfolder import json_value, read_json, read_parquet, write_json
 

@@ -12,7 +12,9 @@ import pandas as pd
 
 from ..provenance import code_hash, utc_now
 from ..runfolder import write_json
-from .features import FEATURE_GROUPS
+from .features import FEATURE_GROUPS, read_model_table, split_rows
+from .evaluate import load_evaluation
+from .acceptance import load_acceptance
 from .bundle import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, BUNDLE_INPUTS, COPIED, FUNCTION_LOADERS, TRUSTED_TYPES,
                                     Bundle, BundleError, BundleInputError, ForeignBundleError, TamperedBundleError,
                                     UntrustedTypesError, acceptance_failures, build_bundle, check_input, check_model_name,
@@ -30,11 +32,10 @@ __all__ = ['package']
 def package(run_dir: str | Path, registry: str | Path = "", model_name: str = "") -> dict:
     "The package step: build `model/bundle`, check that it predicts like the pipeline, register it, write `model/registration.json`."
     run_dir = Path(run_dir)
+    load_evaluation(run_dir); load_acceptance(run_dir)    # their format checks name a damaged file and the step to re-run
     bundle_dir = build_bundle(run_dir, run_dir / "model" / "bundle", name=model_name or None)
     bundle = load_bundle(bundle_dir)
-    labelled = pd.read_parquet(run_dir / "data" / "labelled.parquet")
-    splits = pd.read_parquet(run_dir / "data" / "split.parquet")
-    test = labelled[labelled["_row_id"].isin(splits.loc[splits.split == "test", "_row_id"])]
+    test = split_rows(read_model_table(run_dir), "test")
     raw = load_pipeline((run_dir / "model" / "pipeline.skops").read_bytes(), source=str(run_dir / "model" / "pipeline.skops"))
     X = test[bundle.inputs]
     same = (np.array_equal(bundle.predict_proba(test), raw.predict_proba(X)) if bundle.task != "regression"

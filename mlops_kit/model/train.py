@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..metrics import METRICS, TASK_METRICS
 from ..metrics import metric_value as registry_value
+from .bundle import load_pipeline, split_untrusted_types
 from .features import (CLASSIFICATION, FEATURE_PLAN_FILE, FeaturePlan, TRUSTED_TYPES, build_preprocessor,
                                       load_feature_plan, model_inputs, read_model_table, split_rows)
 from ..runfolder import atomic_path, atomic_write, write_json, write_parquet
@@ -328,25 +329,16 @@ def save_model(model, path: str | Path) -> Path:
     # so the same model would get a new hash each time; the manifest and the bundle compare hashes
     return atomic_write(path, _canonical_skops(sio.dumps(model)))
 
-_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
-
 def untrusted_types(path: str | Path) -> list[str]:
-    "The types in the skops file at `path` that are neither scikit-learn, numpy, scipy nor the kit's own transformers."
-    import skops.io as sio
-    return [t for t in sio.get_untrusted_types(file=path) if not t.startswith(_TRUSTED_PREFIXES) and t not in TRUSTED_TYPES]
+    "The types in the skops file at `path` that the kit refuses to load (mlops_kit.model.bundle's exact list decides)."
+    path = Path(path)
+    return split_untrusted_types(path.read_bytes(), source=str(path))[1]
 
 def load_model(path: str | Path):
-    "Load a pipeline saved by `save_model`, trusting only scikit-learn, numpy, scipy and the kit's feature transformers."
-    import skops.io as sio
+    "Load a pipeline saved by `save_model` through the bundle's trust check: exact trusted types only, never a function."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{path} does not exist; run the 'train' step first (mlops-kit run --until train)")
-    try: found = sio.get_untrusted_types(file=path)
-    except Exception as e: raise ValueError(f"{path} is not a skops model file ({type(e).__name__}: {e}); re-run the train step") from None
-    bad = [t for t in found if not t.startswith(_TRUSTED_PREFIXES) and t not in TRUSTED_TYPES]
-    if bad:
-        raise ValueError(f"{path} holds types the kit does not trust: {', '.join(bad)}; refusing to load it (only scikit-learn, "
-                         "numpy, scipy and mlops_kit.model.features transformers are trusted)")
-    return sio.load(path, trusted=found)
+    return load_pipeline(path.read_bytes(), source=str(path))
 
 # %% ../../nbs/21_model_train.ipynb #470ae8a9
 MODEL_FILE = "model/pipeline.skops"            # the fitted pipeline: preprocessor + the best candidate
