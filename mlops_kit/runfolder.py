@@ -13,14 +13,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 if TYPE_CHECKING: import pandas as pd  # imported where a table is read or written, not with the module
 
 # %% auto #0
 __all__ = ['QUARANTINE_COLUMNS', 'atomic_path', 'atomic_write', 'sha256_file', 'hash_tree', 'write_json', 'read_json',
-           'record_metrics', 'read_metrics', 'write_parquet', 'read_parquet', 'json_value', 'quarantine_rows',
-           'write_quarantine', 'read_quarantine', 'resolve_run_dir']
+           'read_artifact', 'record_metrics', 'read_metrics', 'write_parquet', 'read_parquet', 'json_value',
+           'quarantine_rows', 'write_quarantine', 'read_quarantine', 'resolve_run_dir']
 
 # %% ../nbs/01_run_folder.ipynb #7b8f0ea1
 @contextlib.contextmanager
@@ -94,6 +94,27 @@ def read_json(path: str | Path) -> Any:
     if not path.is_file(): raise FileNotFoundError(f"{path} does not exist")
     try: return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e: raise ValueError(f"{path} is not valid JSON ({e}); delete it and re-run the step that writes it") from e
+
+# %% ../nbs/01_run_folder.ipynb #caf0b1b9
+def read_artifact(path: str | Path, step: str, what: str, keys: dict[str, type | tuple[type, ...]],
+                  check: Callable[[dict], list[str]] | None = None) -> dict:
+    "The JSON object `step` wrote at `path`, refused with every problem named when a key in `keys` is missing or of another type."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"{path} does not exist; run the {step!r} step first (mlops-kit run --until {step})")
+    fix = f"re-run the {step} step (mlops-kit run --until {step}, or the {step} notebook with -p run_dir)"
+    try: obj = read_json(path)
+    except ValueError as e: raise ValueError(f"{e}; {fix}") from None
+    problems = []
+    if not isinstance(obj, dict): problems.append(f"it holds a {type(obj).__name__}, not an object")
+    else:
+        for key, kind in keys.items():
+            if key not in obj: problems.append(f"no {key!r} key")
+            elif not isinstance(obj[key], kind):
+                names = "/".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+                problems.append(f"{key!r} is a {type(obj[key]).__name__}, not a {names}")
+        if check: problems += check(obj)
+    if problems: raise ValueError(f"{path} is not {what} the kit can read: {'; '.join(problems)}; {fix}")
+    return obj
 
 # %% ../nbs/01_run_folder.ipynb #10ceef01
 def record_metrics(run_dir: str | Path, step: str, metrics: dict[str, Any]) -> Path:

@@ -18,7 +18,7 @@ from ..metrics import TASK_METRICS
 from .evaluate import EVALUATION_FILE, input_columns, load_evaluation, model_output
 from .features import read_model_table, split_rows
 from .train import MODEL_FILE, load_model
-from ..runfolder import json_value, read_json, sha256_file, write_json
+from ..runfolder import read_artifact, json_value, read_json, sha256_file, write_json
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -335,24 +335,16 @@ def accept(run_dir: str | Path, spec, behaviour_rows: int = 200, seed: int = 42,
     if raise_on_failure: result.raise_for_failures()
     return result
 
+def _acceptance_problems(report: dict) -> list[str]:
+    results = report.get("results") if isinstance(report.get("results"), list) else []
+    if any(not isinstance(r, dict) or not {"name", "kind", "passed"} <= set(r) for r in results):
+        return ["a result lacks its name, kind or passed"]
+    if isinstance(report.get("passed"), bool) and report["passed"] != all(r["passed"] for r in results):
+        return [f"'passed' is {report['passed']} but the results say {not report['passed']}"]
+    return []
+
 def load_acceptance(run_dir: str | Path) -> dict[str, Any]:
     "The acceptance step's decision of a run (`model/acceptance.json`), checked for the keys and types later steps read."
-    path = Path(run_dir) / ACCEPTANCE_FILE
-    fix = "re-run the acceptance step (mlops-kit run --until acceptance, or the acceptance notebook with -p run_dir)"
-    if not path.is_file(): raise FileNotFoundError(f"{path} does not exist; run the 'acceptance' step first (mlops-kit run --until acceptance)")
-    try: report = read_json(path)
-    except ValueError as e: raise ValueError(f"{e}; {fix}") from None
-    problems = []
-    if not isinstance(report, dict): problems.append(f"it holds a {type(report).__name__}, not an object")
-    else:
-        for key, kind in (("passed", bool), ("failed", list), ("metric", str), ("results", list),
-                          ("model_sha256", str), ("evaluation_sha256", str)):
-            if key not in report: problems.append(f"no {key!r} key")
-            elif not isinstance(report[key], kind): problems.append(f"{key!r} is a {type(report[key]).__name__}, not a {kind.__name__}")
-        results = report.get("results") if isinstance(report.get("results"), list) else []
-        if any(not isinstance(r, dict) or not {"name", "kind", "passed"} <= set(r) for r in results):
-            problems.append("a result lacks its name, kind or passed")
-        elif isinstance(report.get("passed"), bool) and report["passed"] != all(r["passed"] for r in results):
-            problems.append(f"'passed' is {report['passed']} but the results say {not report['passed']}")
-    if problems: raise ValueError(f"{path} is not an acceptance report the kit can read: {'; '.join(problems)}; {fix}")
-    return report
+    return read_artifact(Path(run_dir) / ACCEPTANCE_FILE, "acceptance", "an acceptance report",
+                         {"passed": bool, "failed": list, "metric": str, "results": list, "model_sha256": str,
+                          "evaluation_sha256": str}, _acceptance_problems)

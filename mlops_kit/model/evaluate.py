@@ -22,7 +22,7 @@ from ..metrics import TASK_METRICS, better, class_index, compute_metrics
 from .features import (FEATURE_PLAN_FILE, check_columns, check_finite, load_feature_plan, read_model_table,
                                       split_rows)
 from .train import BASELINE_FILE, MODEL_FILE, load_model
-from ..runfolder import atomic_path, json_value, read_json, write_json, write_parquet
+from ..runfolder import read_artifact, atomic_path, json_value, read_json, write_json, write_parquet
 
 # %% auto #0
 __all__ = ['EVAL_SPLITS', 'EVALUATION_FILE', 'PREDICTIONS_FILE', 'SLICES_FILE', 'ERRORS_FILE', 'evaluation_rows', 'align_labels',
@@ -444,33 +444,24 @@ def evaluate(run_dir: str | Path, spec, slice_column: str = "", n_worst: int = 2
     with atomic_path(run_dir / ERRORS_FILE) as tmp: ev.errors.to_csv(tmp, index=False)
     return ev
 
-_SPLIT_KEYS = ("valid", "test")
+
+def _evaluation_problems(report: dict) -> list[str]:
+    "The offline metric must be scored on every split and for the baseline."
+    metric, base, problems = report.get("metric"), report.get("baseline"), []
+    for where, d in (("valid", report.get("valid")), ("test", report.get("test")),
+                     ("baseline valid", base.get("valid") if isinstance(base, dict) else None),
+                     ("baseline test", base.get("test") if isinstance(base, dict) else None)):
+        if not isinstance(d, dict):
+            if where.startswith("baseline") and isinstance(base, dict): problems.append(f"no {where!r} scores")
+            continue
+        if isinstance(metric, str) and metric not in d: problems.append(f"the {where} scores lack the offline metric {metric!r}")
+    return problems
 
 def load_evaluation(run_dir: str | Path) -> dict[str, Any]:
     "The evaluate step's report of a run (`model/evaluation.json`), checked for the keys and types later steps read."
-    path = Path(run_dir) / EVALUATION_FILE
-    fix = "re-run the evaluate step (mlops-kit run --until evaluate, or the evaluate notebook with -p run_dir)"
-    if not path.is_file(): raise FileNotFoundError(f"{path} does not exist; run the 'evaluate' step first (mlops-kit run --until evaluate)")
-    try: report = read_json(path)
-    except ValueError as e: raise ValueError(f"{e}; {fix}") from None
-    problems = []
-    if not isinstance(report, dict): problems.append(f"it holds a {type(report).__name__}, not an object")
-    else:
-        for key, kind in (("task", str), ("metric", str), ("greater_is_better", bool), ("valid", dict), ("test", dict),
-                          ("baseline", dict), ("rows", dict), ("slices", list)):
-            if key not in report: problems.append(f"no {key!r} key")
-            elif not isinstance(report[key], kind): problems.append(f"{key!r} is a {type(report[key]).__name__}, not a {kind.__name__}")
-        if "threshold" not in report: problems.append("no 'threshold' key")
-        metric = report.get("metric")
-        for where, d in (("valid", report.get("valid")), ("test", report.get("test")),
-                         ("baseline valid", (report.get("baseline") or {}).get("valid") if isinstance(report.get("baseline"), dict) else None),
-                         ("baseline test", (report.get("baseline") or {}).get("test") if isinstance(report.get("baseline"), dict) else None)):
-            if not isinstance(d, dict):
-                if where.startswith("baseline") and isinstance(report.get("baseline"), dict): problems.append(f"no {where!r} scores")
-                continue
-            if isinstance(metric, str) and metric not in d: problems.append(f"the {where} scores lack the offline metric {metric!r}")
-    if problems: raise ValueError(f"{path} is not an evaluation report the kit can read: {'; '.join(problems)}; {fix}")
-    return report
+    return read_artifact(Path(run_dir) / EVALUATION_FILE, "evaluate", "an evaluation report",
+                         {"task": str, "metric": str, "greater_is_better": bool, "valid": dict, "test": dict,
+                          "baseline": dict, "rows": dict, "slices": list, "threshold": object}, _evaluation_problems)
 
 def evaluation_metrics(report: dict) -> dict[str, Any]:
     "The numbers of an evaluation report that go into the run's metrics (and so its manifest)."
