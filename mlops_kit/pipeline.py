@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 import nbformat
 import yaml
 
+# besides what the runner uses, the names other notebooks and tests import from mlops_kit.pipeline stay importable here
 from .course import course_map, step_owners
 from .params import (ParameterError, check_params, check_step_defaults, coerce_value, merge_params,
                               parameter_types, parse_scalar, read_settings)
