@@ -67,6 +67,10 @@ def step_kernel() -> Iterator[Any]:
         # ipc: private to this user, and no "unencrypted TCP" warning
         km = KernelManager(kernel_name="python3", **(dict(transport="ipc", ip=os.path.join(sock_dir, "kernel")) if os.name == "posix" else {}))
         try: yield km
+        except KeyboardInterrupt:  # the runner was stopped mid-step: stop the step's cell too, so it writes nothing more
+            if km.has_kernel:
+                with contextlib.suppress(Exception): km.interrupt_kernel()
+            raise
         finally:  # ask politely; shutdown_kernel would interrupt it first, and it says so
             if km.has_kernel:
                 km.request_shutdown(); km.finish_shutdown(); km.cleanup_resources()
