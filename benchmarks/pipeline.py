@@ -2,7 +2,7 @@
 
 Prints, side by side and as medians over --repeat runs:
   - the wall time of a full `mlops-kit run` (a fresh process, as a user runs it), and
-  - the same step notebooks' code executed in ONE Python process (no kernels, no notebook I/O),
+  - the same steps (the cells `mlops-kit run` executes) in ONE Python process (no kernel, no notebook I/O),
 and their ratio, then per step the papermill time, the in-process time and the difference (the
 overhead papermill adds per step: kernel start, parameter injection, writing the executed notebook).
 
@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 import matplotlib
-import nbformat
 
 matplotlib.use("Agg")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mlops_kit.pipeline import discover_steps, merge_params, parameter_types, read_settings  # noqa: E402
+from mlops_kit.params import merge_params, parameter_types, read_settings  # noqa: E402
+from mlops_kit.steps import discover_steps, step_cells  # noqa: E402
 from mlops_kit.runfolder import read_json  # noqa: E402
 
 
@@ -35,19 +35,21 @@ def run_cli(runs_dir: Path, overrides) -> tuple[float, dict]:
     cmd = [str(Path(sys.executable).parent / "mlops-kit"), "run", "--runs-dir", str(runs_dir), "--no-report"]
     for k, v in overrides: cmd += ["-p", k, v]
     t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    run = sorted(runs_dir.iterdir())[-1]
+    if res.returncode != 0: sys.exit(f"mlops-kit run failed:\n{res.stdout}{res.stderr}")
+    # the newest run folder: the registry lives beside the run folders, and it has no manifest
+    run = sorted(p for p in runs_dir.iterdir() if (p / "manifest.json").is_file())[-1]
     return wall, read_json(run / "manifest.json")
 
 
 def run_in_process(steps, params: dict, run_dir: Path) -> dict[str, float]:
-    "Execute each step notebook's code cells in this process, parameters injected after its parameters cell."
+    "Execute each step's cells (as `mlops-kit run` picks them) in this process, parameters injected after its parameters cell."
     from IPython.display import display
     import matplotlib.pyplot as plt
     times = {}
     for step in steps:
-        nb = nbformat.read(str(step.notebook), as_version=4)
+        nb = step_cells(step.notebook)
         ns = {"__name__": "__main__", "display": display}
         inject = {k: v for k, v in params.items() if k in step.parameters}
         inject["run_dir"] = str(run_dir)

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 import nbformat
 import yaml
 
+# besides what the runner uses, the names other notebooks and tests import from mlops_kit.pipeline stay importable here
 from .course import course_map, step_owners
 from .params import (ParameterError, check_params, check_step_defaults, coerce_value, merge_params,
                               parameter_types, parse_scalar, read_settings)
@@ -66,6 +67,10 @@ def step_kernel() -> Iterator[Any]:
         # ipc: private to this user, and no "unencrypted TCP" warning
         km = KernelManager(kernel_name="python3", **(dict(transport="ipc", ip=os.path.join(sock_dir, "kernel")) if os.name == "posix" else {}))
         try: yield km
+        except KeyboardInterrupt:  # the runner was stopped mid-step: stop the step's cell too, so it writes nothing more
+            if km.has_kernel:
+                with contextlib.suppress(Exception): km.interrupt_kernel()
+            raise
         finally:  # ask politely; shutdown_kernel would interrupt it first, and it says so
             if km.has_kernel:
                 km.request_shutdown(); km.finish_shutdown(); km.cleanup_resources()

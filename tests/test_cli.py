@@ -165,9 +165,9 @@ def test_bad_spec_file_fails_the_design_step_cleanly(tmp_path):
     assert res.returncode == 1
     err_lines = [l for l in res.stderr.splitlines() if l.startswith("mlops-kit: error:")]
     assert len(err_lines) == 1 and "step 'design' failed" in err_lines[0] and "SpecError" in err_lines[0], res.stderr
-    # the whole message, not only its first line ("the spec has N problems:"): each problem is shown
-    n = int(re.search(r"the spec has (\d+) problems?", err_lines[0]).group(1))
-    problem_lines = [l for l in res.stderr.splitlines() if l.startswith("- ")]
+    # the whole message, not only its first line ("spec file ... has N problems"): each problem is shown
+    n = int(re.search(r" has (\d+) problems?", err_lines[0]).group(1))
+    problem_lines = [l for l in res.stderr.splitlines() if l.lstrip().startswith("- ")]
     assert len(problem_lines) == n and any("prediction" in l for l in problem_lines), res.stderr
     assert "more lines in the notebook" not in res.stderr
     run_dir, m = only_run(tmp_path / "runs")

@@ -99,6 +99,7 @@ def test_ctrl_c_records_interrupted_and_exits_130_with_one_line(demo):
     m = manifest(run_dir)
     assert m["status"] == "interrupted"
     assert [r["status"] for r in m["steps"]] == ["succeeded", "interrupted", "pending"]
+    assert not (run_dir / "b.txt").exists() and "second" not in m["metrics"]  # the step's cell was stopped too
     assert "interrupted" in run_cli("runs", "--runs-dir", runs, env=env).stdout
 
 
