@@ -16,12 +16,13 @@ import yaml
 
 from .data.split import SPLIT_STRATEGIES, check_split_params
 from .data.wrangle import MISSING_STRATEGIES
-from .datasets import _read_user_file, check_course_knobs
+from .datasets import check_course_knobs
 from .design import TASKS
 from .model.acceptance import behaviour_sample
 from .model.package import check_model_name
 from .model.train import AUTO_CANDIDATES, CANDIDATES, candidate_names, check_train_params
 from .steps import Step, make_demo_project, project_root
+from .tables import MIN_ROWS, check_enough_rows, read_table
 from .text import did_you_mean
 
 # %% auto #0
@@ -159,10 +160,13 @@ def _candidate_problem(candidates: Any, task: Any) -> str | None:
 
 # %% ../nbs/42_params.ipynb #42a0c013
 def data_columns(data: Any) -> list[str] | None:
-    "The column names of a user's data file (read as the datasets step reads it), None for the course data; errors name the file."
+    "The column names of a user's data file (read with the kit's one table reader, enough rows checked), None for the course data."
     if data is None or str(data).strip() in ("", "course"): return None
-    # the datasets step's own reader and refusals: one rule for what is readable
-    return [str(c) for c in _read_user_file(Path(str(data)).expanduser()).columns]
+    # the reader and the refusals every step uses: one rule for what is readable, and too few rows said up front
+    path = Path(str(data)).expanduser()
+    df = read_table(path)
+    check_enough_rows(df, path, MIN_ROWS)
+    return [str(c) for c in df.columns]
 
 # %% ../nbs/42_params.ipynb #42a0c015
 def check_params(params: dict[str, Any]) -> list[str]:

@@ -49,8 +49,9 @@ def test_a_time_split_on_a_file_without_a_time_column_is_refused_up_front(tmp_pa
 
 @pytest.mark.parametrize("make, message", [
     (lambda d: d / "missing.csv", "does not exist"),
-    (lambda d: (d / "folder").mkdir() or d / "folder", "does not exist"),
-    (lambda d: (d / "table.txt").write_text("a b\n1 2\n") and d / "table.txt", "the kit reads .csv and .parquet"),
+    (lambda d: (d / "folder").mkdir() or d / "folder", "is a folder; pass the path of one data file"),
+    (lambda d: (d / "table.xlsx").write_text("a b\n1 2\n") and d / "table.xlsx", "the kit reads .csv and .parquet"),
+    (lambda d: (d / "three.csv").write_text("x,y\n1,a\n2,b\n3,a\n") and d / "three.csv", "has 3 data rows: too few rows"),
     (lambda d: (d / "empty.csv").write_text("") or d / "empty.csv", "is empty"),
 ])
 def test_an_unreadable_data_file_is_refused_before_a_run_folder_is_made(tmp_path, make, message):
