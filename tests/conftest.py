@@ -102,3 +102,13 @@ def user_files(folder: Path) -> list[tuple[str, str, Path, str]]:
     write_sklearn_csv("diabetes", folder / "diabetes.csv")
     return [("multiclass", "penguins", folder / "penguins.csv", "Species"),
             ("regression", "diabetes", folder / "diabetes.csv", "target")]
+
+
+def resign_bundle(folder: Path) -> None:
+    "What an attacker does after replacing a bundle's file: recompute every file hash and the fingerprint in bundle.json."
+    from mlops_kit.model.bundle import fingerprint
+    from mlops_kit.runfolder import read_json, sha256_file, write_json
+    m = read_json(folder / "bundle.json")
+    m["files"] = {p.name: sha256_file(p) for p in folder.iterdir() if p.name != "bundle.json"}
+    m["fingerprint"] = fingerprint(m)
+    write_json(folder / "bundle.json", m)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import skops.io as sio
 
-from conftest import build_run
+from conftest import build_run, resign_bundle
 from mlops_kit.model.package import (BundleError, PromotionRefused, TamperedBundleError, UntrustedTypesError, build_bundle,
                                      fingerprint, load_bundle, load_pipeline, load_registered, promote, register_bundle)
 from mlops_kit.runfolder import read_json, sha256_file, write_json
@@ -73,12 +73,6 @@ def crafted_skops(marker: Path) -> bytes:
     return out.getvalue()
 
 
-def _resign(folder: Path) -> None:
-    "What an attacker does after replacing a file: recompute every file hash and the fingerprint."
-    m = read_json(folder / "bundle.json")
-    m["files"] = {p.name: sha256_file(p) for p in folder.iterdir() if p.name != "bundle.json"}
-    m["fingerprint"] = fingerprint(m)
-    write_json(folder / "bundle.json", m)
 
 
 def _swap_pipeline(src: Path, dst: Path, data: bytes, task: str | None = "regression") -> Path:
@@ -88,7 +82,7 @@ def _swap_pipeline(src: Path, dst: Path, data: bytes, task: str | None = "regres
     if task:
         m = read_json(dst / "bundle.json"); m["task"] = task; m["classes"] = None; write_json(dst / "bundle.json", m)
         write_json(dst / "schema.json", {"columns": [{"name": "x", "family": "number", "dtype": "float64"}]})
-    _resign(dst)
+    resign_bundle(dst)
     return dst
 
 

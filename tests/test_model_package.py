@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import skops.io as sio
 
-from conftest import build_run, user_files
+from conftest import build_run, resign_bundle, user_files
 from mlops_kit.model.package import (BundleError, BundleInputError, ForeignBundleError, PromotionRefused, TamperedBundleError,
                                      UntrustedTypesError, build_bundle, check_input, default_registry, fingerprint,
                                      list_models, load_bundle, load_pipeline, load_registered, package, pipeline_inputs,
@@ -67,12 +67,6 @@ def _fail_first_check(acc: dict) -> dict:
     return {**acc, "passed": False, "failed": [checks[0]["name"]]}
 
 
-def _rehash(folder: Path) -> None:
-    "Recompute every file hash and the fingerprint, as a careful attacker would after editing a bundle."
-    m = read_json(folder / "bundle.json")
-    m["files"] = {p.name: sha256_file(p) for p in folder.iterdir() if p.name != "bundle.json"}
-    m["fingerprint"] = fingerprint(m)
-    write_json(folder / "bundle.json", m)
 
 
 # --- bundles per task type -------------------------------------------------------------------------------------------
@@ -200,7 +194,7 @@ class HomeMadeScaler:
 def test_untrusted_types_are_refused_even_with_consistent_hashes(bundles, tmp_path, kind, name):
     folder = _copy(bundles["binary"], tmp_path)
     (folder / "pipeline.skops").write_bytes(sio.dumps(_evil_pipeline(kind)))
-    _rehash(folder)                                   # every hash is right: only the allowlist stands in the way
+    resign_bundle(folder)                                   # every hash is right: only the allowlist stands in the way
     with pytest.raises(UntrustedTypesError, match=rf"contains types outside the allowlist, so it was not loaded: .*{name}"):
         load_bundle(folder)
     with pytest.raises(UntrustedTypesError): register_bundle(tmp_path / "registry", folder)
