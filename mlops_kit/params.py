@@ -17,7 +17,7 @@ import yaml
 from .data.split import SPLIT_STRATEGIES, check_split_params
 from .data.wrangle import MISSING_STRATEGIES
 from .datasets import check_course_knobs
-from .design import TASKS
+from .spec import TASKS
 from .model.acceptance import behaviour_sample
 from .model.package import check_model_name
 from .model.train import AUTO_CANDIDATES, CANDIDATES, candidate_names, check_train_params

@@ -15,7 +15,7 @@ PKG = ROOT / "mlops_kit"
 # Lowest first. A module may import modules of its own layer or below, never above.
 LAYERS = [
     ("ground floor", ["runfolder", "provenance", "text", "tables", "metrics", "sqlite"]),
-    ("design", ["roles", "design", "datasets"]),
+    ("design", ["roles", "spec", "design", "datasets"]),
     ("data", ["data"]),
     ("model", ["model"]),
     ("deploy", ["deploy"]),

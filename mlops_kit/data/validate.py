@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING: from matplotlib.figure import Figure
 
 from ..tables import to_datetime, to_number
-from ..design import CHECK_KINDS, COLUMN_KINDS, COLUMN_RULE_KEYS, Spec
+from ..spec import CHECK_KINDS, COLUMN_KINDS, COLUMN_RULE_KEYS, Spec
 from ..runfolder import (atomic_write, quarantine_rows, read_json, read_parquet, write_json, write_parquet,
                                  write_quarantine)
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..design import ModelTest
+from ..spec import ModelTest
 from ..metrics import TASK_METRICS
 from .evaluate import EVALUATION_FILE, input_columns, load_evaluation, model_output
 from .features import read_model_table, split_rows

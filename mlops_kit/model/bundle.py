@@ -23,7 +23,7 @@ import pandas as pd
 
 import mlops_kit
 from ..tables import to_datetime
-from ..design import load_spec
+from ..spec import load_spec
 from ..provenance import code_hash, git_state, package_versions, utc_now
 from ..runfolder import json_value, read_json, sha256_file, write_json
 from ..text import format_value

@@ -17,7 +17,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-from ..design import TASKS
+from ..spec import TASKS
 from ..metrics import TASK_METRICS, better, class_index, compute_metrics
 from .features import (FEATURE_PLAN_FILE, check_columns, check_finite, load_feature_plan, read_model_table,
                                       split_rows)
