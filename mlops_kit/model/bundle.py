@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 import mlops_kit
-from ..tables import to_datetime
+from ..tables import to_datetime, to_number
 from ..spec import load_spec
 from ..provenance import code_hash, git_state, package_versions, utc_now
 from ..runfolder import json_value, read_json, sha256_file, write_json
@@ -34,8 +34,8 @@ from .features import FEATURE_GROUPS, TRUSTED_TYPES as FEATURE_TYPES, read_model
 __all__ = ['TRUSTED_TYPES', 'FUNCTION_LOADERS', 'BUNDLE_FORMAT', 'BUNDLE_FORMAT_VERSION', 'BUNDLE_INPUTS', 'COPIED',
            'BundleError', 'ForeignBundleError', 'TamperedBundleError', 'UntrustedTypesError', 'split_untrusted_types',
            'load_pipeline', 'pipeline_inputs', 'dtype_family', 'input_schema', 'BundleInputError', 'check_input',
-           'fingerprint', 'check_model_name', 'acceptance_failures', 'build_bundle', 'read_verified', 'Bundle',
-           'load_bundle']
+           'value_problems', 'fingerprint', 'check_model_name', 'acceptance_failures', 'build_bundle', 'read_verified',
+           'Bundle', 'load_bundle']
 
 # %% ../../nbs/24_model_bundle.ipynb #8f91923c
 TRUSTED_TYPES: tuple[str, ...] = (
@@ -161,6 +161,9 @@ def input_schema(pipeline: Any, sample: pd.DataFrame, plan: dict | None = None, 
                "nullable": bool(rule.get("nullable", True) or s.isna().any())}
         for k in ("domain", "min", "max"):
             if rule.get(k) is not None: col[k] = json_value(rule[k])
+        if col["family"] == "number" and s.notna().any() and not pd.api.types.is_bool_dtype(s):
+            # what the model saw: a value beyond both this and the contract's range is one the model was never fitted on
+            col["seen_min"], col["seen_max"] = json_value(float(s.min())), json_value(float(s.max()))
         columns.append(col)
     return {"columns": columns, "extra_columns": "ignored",
             "note": "every listed column must be present (values may be missing where nullable); other columns are ignored"}
@@ -181,7 +184,7 @@ def _convert(s: pd.Series, col: dict) -> pd.Series:
     text = s.astype("string").str.strip() if got == "text" else None
     blank = text.eq("").fillna(False).astype(bool) if text is not None else None   # an empty text is a missing value
     if want == "number" and got == "text":
-        out = pd.to_numeric(text.mask(blank).str.replace(",", ".", regex=False), errors="coerce").astype("float64")
+        out = to_number(text.mask(blank))   # the reader training used (wrangling's parse_number): "1,234.5" is 1234.5 here too
     elif want == "date" and got == "text":
         out = to_datetime(text.mask(blank))
     else:
@@ -209,7 +212,45 @@ def check_input(df: pd.DataFrame, schema: dict) -> pd.DataFrame:
                                "schema says nullable); the bundle's schema.json lists every column and its type")
     dtypes = df.dtypes
     fixed = {c["name"]: _convert(df[c["name"]], c) for c in cols if dtype_family(dtypes[c["name"]]) != c["family"]}
-    return df.assign(**fixed) if fixed else df
+    out = df.assign(**fixed) if fixed else df
+    _check_values(out, cols)
+    return out
+
+def value_problems(df: pd.DataFrame, cols: list[dict]) -> list[tuple[int, str, str, Any]]:
+    "Per row (position), column, check and value: gaps where the contract says never empty, numbers far beyond the contract's range and what training saw."
+    out = []
+    if not len(df): return out
+    required = [c["name"] for c in cols if not c.get("nullable", True)]
+    if required:
+        empty = df[required].isna().to_numpy()
+        out += [(int(i), required[j], "missing_value", None) for i, j in zip(*np.nonzero(empty))]
+    ranged = [c for c in cols if c.get("family") == "number" and (c.get("min") is not None or c.get("max") is not None)]
+    if ranged:
+        x = df[[c["name"] for c in ranged]].to_numpy(dtype="float64", na_value=np.nan)
+        lo = np.array([min(c.get("min", -np.inf), c.get("seen_min", np.inf)) for c in ranged], dtype="float64")
+        hi = np.array([max(c.get("max", np.inf), c.get("seen_max", -np.inf)) for c in ranged], dtype="float64")
+        # a little beyond is a reading training kept too (a warning there); a whole range-width beyond is a unit or typing slip
+        width = np.where(np.isfinite(hi - lo), hi - lo, 0.0)
+        lo, hi = lo - width, hi + width
+        with np.errstate(invalid="ignore"): beyond = (x < lo) | (x > hi)
+        out += [(int(i), ranged[j]["name"], "out_of_range", float(x[i, j])) for i, j in zip(*np.nonzero(beyond))]
+    return out
+
+def _check_values(df: pd.DataFrame, cols: list[dict]) -> None:
+    "Refuse, naming the column, a missing value where the contract says never empty and a number beyond its range."
+    problems = value_problems(df, cols)
+    if not problems: return
+    by = {c["name"]: c for c in cols}
+    _, name, check, value = problems[0]
+    n = sum(1 for p in problems if p[1] == name and p[2] == check)
+    if check == "missing_value":
+        raise BundleInputError(f"column {name!r} holds {n} missing value(s), but the data contract says it is never empty "
+                               "(the model never saw a gap there): send a value")
+    c = by[name]
+    raise BundleInputError(f"column {name!r} holds {n} value(s) far outside the contract's range [{c.get('min', '-inf')}, "
+                           f"{c.get('max', 'inf')}] (more than its width beyond it, and beyond every value the model was trained on), e.g. {value:g}: check the "
+                           "value and its unit (raw rows go through mlops_kit.deploy.scoring.Scorer, which applies the training "
+                           "run's unit fixes first)")
 
 # %% ../../nbs/24_model_bundle.ipynb #437047e9
 def fingerprint(meta: dict) -> str:
@@ -398,6 +439,8 @@ class Bundle:
     metrics: dict = field(default_factory=dict)
     acceptance: dict = field(default_factory=dict)
     card: str = ""
+    contract: dict = field(default_factory=dict)   # the data contract the training run checked its rows against (contract.json)
+    recipe: dict = field(default_factory=dict)     # the cleaning recipe it replayed on them (wrangle_recipe.json)
 
     def __post_init__(self):
         self._classes = np.asarray(getattr(self.pipeline, "classes_", [])) if self.task != "regression" else None
@@ -425,9 +468,14 @@ class Bundle:
         "Predictions for the rows of `df`: classes (a binary model applies its decision threshold) or numbers."
         X = check_input(df, self.schema)
         if len(X) == 0: return np.empty(0, dtype=self._classes.dtype if self._classes is not None else float)
-        if self.task == "binary":
-            return self._labels[(self.pipeline.predict_proba(X)[:, self._pos] >= self.threshold).astype(np.intp)]
+        if self.task == "binary": return self.decide(self.pipeline.predict_proba(X))
         return self.pipeline.predict(X)
+
+    def decide(self, proba: np.ndarray) -> np.ndarray:
+        "The classes that probabilities `proba` (one column per class) decide: the business-cost threshold for binary, else the most likely."
+        if self.task == "regression": raise BundleError(f"{self.name} is a regression model: it has no class probabilities to decide on")
+        if self.task == "binary": return self._labels[(proba[:, self._pos] >= self.threshold).astype(np.intp)]
+        return self._classes[np.argmax(proba, axis=1)]
 
     def __repr__(self) -> str:
         m = self.metadata.get("metric", {})
@@ -443,4 +491,4 @@ def load_bundle(path: str | Path, expected_fingerprint: str | None = None) -> Bu
     pipeline = load_pipeline(files["pipeline.skops"], source=str(path / "pipeline.skops"))
     js = lambda n: json.loads(files[n]) if n in files else {}
     return Bundle(path, meta, js("schema.json"), pipeline, js("metrics.json"), js("acceptance.json"),
-                  files.get("model_card.md", b"").decode("utf-8"))
+                  files.get("model_card.md", b"").decode("utf-8"), js("contract.json"), js("wrangle_recipe.json"))
