@@ -1,0 +1,136 @@
+"No skew between training and serving: the Scorer on raw rows equals the bundle's pipeline on the rows as the pipeline cleaned them, refuses per row what the contract refuses, and the bundle reads text numbers, gaps and huge values the way training did or refuses them."
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import only_run, run_cli
+from mlops_kit.data.validate import check_batch, load_contract
+from mlops_kit.deploy.scoring import Scorer, Scored
+from mlops_kit.model.bundle import BundleInputError, load_bundle
+from mlops_kit.tables import to_number
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    "A course run made by the kit's runner up to the package step: (run folder, bundle, scorer)."
+    runs = tmp_path_factory.mktemp("scoring_runs")
+    res = run_cli("run", "--runs-dir", runs, "--until", "package", "--no-report")
+    assert res.returncode == 0, res.stdout + res.stderr
+    run, _ = only_run(runs)
+    bundle = load_bundle(run / "model" / "bundle")
+    return run, bundle, Scorer.from_bundle(bundle)
+
+
+def pipeline_cleaned(run, bundle) -> pd.Series:
+    "The bundle pipeline's positive-class probability on the rows as the pipeline cleaned them, by _row_id."
+    lab = pd.read_parquet(run / "data" / "labelled.parquet")
+    return pd.Series(bundle.pipeline.predict_proba(lab[bundle.inputs])[:, 1], index=lab["_row_id"].to_numpy())
+
+
+def test_raw_rows_score_as_the_pipeline_cleaned_them(course):
+    run, bundle, scorer = course
+    ing = pd.read_parquet(run / "data" / "ingested.parquet")
+    out = scorer.score(ing.drop(columns="_row_id"))
+    assert isinstance(out, Scored)
+    assert sorted([*out.results.index, *out.rejected["row"].unique()]) == list(range(len(ing)))   # every row answered once
+    got = pd.Series(out.results["proba_1"].to_numpy(), index=ing["_row_id"].to_numpy()[out.results.index])
+    want = pipeline_cleaned(run, bundle)
+    quarantined = set(pd.read_parquet(run / "data" / "quarantine" / "validate.parquet")["_row_id"])
+    kept = [r for r in want.index if r not in quarantined]
+    assert len(kept) > 20000
+    np.testing.assert_array_equal(got.reindex(kept).to_numpy(), want.loc[kept].to_numpy())   # equal, not close
+    # the wrangle step's exact copies are scored too (two identical requests are two requests), like their originals
+    assert len(out.results) >= len(want)
+    np.testing.assert_array_equal(out.results["decision"].to_numpy(), bundle.decide(out.results[["proba_0", "proba_1"]].to_numpy()))
+
+
+def test_rows_validate_quarantines_are_refused_with_a_reason(course):
+    run, bundle, scorer = course
+    ing = pd.read_parquet(run / "data" / "ingested.parquet").head(40).copy()
+    ing.loc[[3, 7], "snapshot_month"] = None          # missing key: blocking in the course contract
+    ing.loc[11, "snapshot_month"] = " "
+    contract = load_contract(run / "data" / "contract.json")
+    quarantined = check_batch(ing, contract).quarantined["_row_id"].tolist()
+    assert quarantined == [3, 7, 11]
+    out = scorer.score(ing.drop(columns="_row_id"))
+    assert sorted(out.rejected["row"]) == [3, 7, 11]
+    assert set(out.rejected["field"]) == {"snapshot_month"} and set(out.rejected["check"]) == {"missing_key"}
+    assert out.rejected["reason"].str.contains("snapshot_month is empty").all() and out.rejected["reason"].str.contains("send a value").all()
+    assert len(out.results) == 37 and not out.results.index.isin([3, 7, 11]).any()
+
+
+def raw_row(run, i=5) -> pd.DataFrame:
+    return pd.read_parquet(run / "data" / "ingested.parquet").drop(columns="_row_id").iloc[[i]].reset_index(drop=True)
+
+
+def test_text_number_is_read_as_training_read_it(course):
+    "'48,433' and '1,234.5' through the bundle: to_number's reading (the old door check erred on one and split the other)."
+    run, bundle, scorer = course
+    lab = pd.read_parquet(run / "data" / "labelled.parquet")[bundle.inputs].head(4)
+    texts = ["1,234.5", "48,433", "1.234,5", None]
+    expect = to_number(pd.Series(texts))
+    np.testing.assert_array_equal(bundle.predict_proba(lab.assign(minutes_used=texts)),
+                                  bundle.predict_proba(lab.assign(minutes_used=expect.to_numpy())))
+    # through the scorer, a raw text minutes_used is read by the recipe's reader: the same numbers
+    raw = pd.concat([raw_row(run)] * 3, ignore_index=True).assign(minutes_used=texts[:3])
+    same = pd.concat([raw_row(run)] * 3, ignore_index=True).assign(minutes_used=[str(v) for v in expect[:3]])
+    np.testing.assert_array_equal(scorer.score(raw).results.to_numpy(), scorer.score(same).results.to_numpy())
+
+
+def test_gap_where_contract_says_never_empty_is_refused_naming_the_field(course):
+    run, bundle, scorer = course
+    lab = pd.read_parquet(run / "data" / "labelled.parquet")[bundle.inputs].head(3)
+    with pytest.raises(BundleInputError, match="'monthly_fee' holds 3 missing value"):
+        bundle.predict(lab.assign(monthly_fee=np.nan))
+    out = scorer.score(pd.concat([raw_row(run), raw_row(run).assign(monthly_fee=np.nan)], ignore_index=True))
+    assert out.results.index.tolist() == [0]
+    r = out.rejected.iloc[0]
+    assert (r["row"], r["field"], r["check"]) == (1, "monthly_fee", "missing_value") and "monthly_fee" in r["reason"]
+
+
+def test_value_far_beyond_the_range_is_refused_naming_the_field(course):
+    run, bundle, scorer = course
+    lab = pd.read_parquet(run / "data" / "labelled.parquet")[bundle.inputs].head(3)
+    with pytest.raises(BundleInputError, match="'monthly_fee' holds 3 value\\(s\\) far outside the contract's range"):
+        bundle.predict(lab.assign(monthly_fee=1e12))
+    rows = pd.concat([raw_row(run).assign(monthly_fee=v) for v in (1e12, "2999", 29.99)], ignore_index=True)
+    out = scorer.score(rows)
+    assert out.rejected[["row", "field", "check"]].values.tolist() == [[0, "monthly_fee", "out_of_range"]]
+    assert "[0, 100]" in out.rejected["reason"].iat[0]
+    # 2999 is cents, as some of the training rows were: the recipe reads it as 29.99 euros, as training did
+    assert out.results.loc[1, "proba_1"] == out.results.loc[2, "proba_1"]
+
+
+def test_fields_are_the_contract_columns_the_model_needs(course):
+    run, bundle, scorer = course
+    names = [f["name"] for f in scorer.fields]
+    assert "churned" not in names and "customer_id" not in names and "snapshot_month" in names
+    fee = next(f for f in scorer.fields if f["name"] == "monthly_fee")
+    assert (fee["kind"], fee["required"], fee["nullable"], fee["min"], fee["max"]) == ("number", True, False, 0, 100)
+    plan = next(f for f in scorer.fields if f["name"] == "plan")
+    assert plan["kind"] == "category" and set(plan["domain"]) == {"basic", "standard", "premium"}
+    out = scorer.score(raw_row(run).drop(columns=["age"]))
+    assert out.rejected[["row", "field", "check"]].values.tolist() == [[0, "age", "missing_column"]]
+
+
+def test_user_data_through_the_same_path(penguins_run):
+    "The raw penguins file: the scorer on the ingested rows equals the pipeline on the cleaned rows (multiclass)."
+    run, _ = penguins_run
+    bundle = load_bundle(run / "model" / "bundle")
+    scorer = Scorer.from_bundle(bundle)
+    ing = pd.read_parquet(run / "data" / "ingested.parquet")
+    lab = pd.read_parquet(run / "data" / "labelled.parquet")
+    out = scorer.score(ing.drop(columns="_row_id"))
+    assert sorted([*out.results.index, *out.rejected["row"].unique()]) == list(range(len(ing)))
+    classes = [f"proba_{c}" for c in bundle.classes]
+    got = pd.DataFrame(out.results[classes].to_numpy(), index=ing["_row_id"].to_numpy()[out.results.index], columns=classes)
+    want = pd.DataFrame(bundle.pipeline.predict_proba(lab[bundle.inputs]), index=lab["_row_id"].to_numpy(), columns=classes)
+    refused = set(ing["_row_id"].to_numpy()[out.rejected["row"].unique()])
+    # the scorer refuses only rows whose values the validate step flagged (a warning there, a refusal in serving)
+    contract = load_contract(run / "data" / "contract.json")
+    flagged = set(check_batch(ing, contract).issues["_row_id"])
+    assert refused <= flagged
+    kept = [r for r in want.index if r not in refused]
+    assert len(kept) >= 0.9 * len(want)
+    np.testing.assert_array_equal(got.loc[kept].to_numpy(), want.loc[kept].to_numpy())
+    assert set(out.results["decision"]) <= set(bundle.classes)
