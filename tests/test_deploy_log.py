@@ -365,3 +365,22 @@ def test_sigkill_mid_load_loses_no_acknowledged_record(tmp_path):
     with InferenceLog(path) as log:                                  # and the log is writable again
         log.write([record("after-crash")])
     assert "after-crash" in set(logged_ids(path))
+
+
+def test_a_log_locked_at_start_up_or_broken_underneath_fails_loudly_not_silently(tmp_path):
+    path = tmp_path / "log.sqlite"
+    other = connect(path)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(LogUnavailable, match="cannot be opened for writing: another connection held the log's write lock"):
+            InferenceLog(path, timeout=0.3)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    log = InferenceLog(path)
+    log._run_in_writer(lambda c: c.close())          # the writer's connection broken underneath it
+    t0 = time.monotonic()
+    with pytest.raises(LogUnavailable, match="not logged"):
+        log.write([record("r1")])
+    assert time.monotonic() - t0 < 10                # an error, not a hang
+    log.close()
