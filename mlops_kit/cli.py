@@ -21,6 +21,8 @@ from .pipeline import RunFolderError, run_pipeline
 from .runs import RunLocked, list_runs
 from .course import step_owners
 from .steps import discover_steps, make_demo_project, project_root
+from .deploy.serve import DEFAULT_MAX_ROWS, run_server
+from .deploy.batch import score_file
 
 # %% auto #0
 __all__ = ['SCREEN_COLUMNS', 'next_step', 'runs_table', 'main']
@@ -50,6 +52,28 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("version", nargs="?", help="version number, e.g. 2 or v2 (promote)")
     m.add_argument("--registry", metavar="DIR", help="registry folder (default: <runs-dir>/registry, beside the run folders)")
     m.add_argument("--runs-dir", metavar="DIR", help="where the run folders are (default: settings.ini [paths] runs_dir)")
+    for cmd, text in (("serve", "serve a registered model (or a bundle folder) over HTTP, on 127.0.0.1 by default"),
+                      ("score", "score a CSV or Parquet file of raw rows in chunks; refused rows go to a quarantine file")):
+        c = sub.add_parser(cmd, help=text)
+        if cmd == "score":
+            c.add_argument("input", help="CSV or Parquet file of rows to score")
+            c.add_argument("output", help="where the scores go: a .parquet or .csv file")
+        where = c.add_mutually_exclusive_group()
+        where.add_argument("--runs-dir", metavar="DIR", help="the project's run folders; the registry is DIR/registry (default: settings.ini)")
+        where.add_argument("--registry", metavar="DIR", help="a model registry folder")
+        where.add_argument("--bundle", metavar="DIR", help="a bundle folder instead of a registered model (e.g. runs/<id>/model/bundle)")
+        c.add_argument("--model", metavar="NAME", help="the registered model (default: the registry's only one)")
+        c.add_argument("--ref", default="champion", help="champion (default), challenger, or a version number")
+        c.add_argument("--log", metavar="FILE", help="the inference log, SQLite (default: inference_log.sqlite beside the registry)")
+        if cmd == "serve":
+            c.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+            c.add_argument("--port", type=int, default=8000)
+            c.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS, help="most rows per /predict request")
+            c.add_argument("--poll", type=float, default=2.0, metavar="SECONDS", help="how often to check the registry for a new champion (0: never)")
+        else:
+            c.add_argument("--quarantine", metavar="FILE", help="refused rows (default: OUTPUT's name + .quarantine)")
+            c.add_argument("--chunk-rows", type=int, default=50_000, help="rows read and scored at a time (memory stays flat)")
+            c.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("steps", help="list the pipeline steps in order")
     sub.add_parser("params", help="list the run parameters, their defaults and types")
     return p
@@ -93,6 +117,33 @@ def _models_command(args) -> int:
         with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 60): print(df.to_string(index=False))
     return 0
 
+def _model_source(args) -> dict:
+    "Where `serve` / `score` take the model from, and the default inference log beside it."
+    if args.bundle: return {"bundle": Path(args.bundle), "log": Path(args.log) if args.log else Path.cwd() / "inference_log.sqlite"}
+    registry = Path(args.registry) if args.registry else _runs_dir(args.runs_dir) / "registry"
+    return {"registry": registry, "name": args.model, "ref": args.ref,
+            "log": Path(args.log) if args.log else registry.parent / "inference_log.sqlite"}
+
+def _serve_command(args) -> int:
+    "`mlops-kit serve`: the model over HTTP until Ctrl-C."
+    src = _model_source(args)
+    print(f"serving on http://{args.host}:{args.port} (docs: /docs); logging every answered row to {src['log']}; Ctrl-C stops",
+          file=sys.stderr, flush=True)
+    run_server(src.get("bundle"), registry=src.get("registry"), name=src.get("name"), ref=src.get("ref", "champion"),
+               log=src["log"], host=args.host, port=args.port, max_rows=args.max_rows, poll_seconds=args.poll)
+    return 0
+
+def _score_command(args) -> int:
+    "`mlops-kit score INPUT OUTPUT`: a file scored in chunks."
+    src = _model_source(args)
+    s = score_file(args.input, args.output, src.get("bundle"), registry=src.get("registry"), name=src.get("name"),
+                   ref=src.get("ref", "champion"), log=src["log"], quarantine=args.quarantine, chunk_rows=args.chunk_rows,
+                   progress=not args.no_progress)
+    print(f"scored {s.rows_scored} of {s.rows_in} rows with {s.model_name}" + (f" v{s.model_version}" if s.model_version else "")
+          + f" in {s.seconds:.1f} s ({s.rows_per_second:,.0f} rows/s): {s.output}\n"
+          f"{s.rows_quarantined} row(s) refused by the data contract: {s.quarantine}\nbatch {s.batch_id} logged to {src['log']}")
+    return 0
+
 def _sigterm(signum, frame):  # `kill PID` stops a run as Ctrl-C does: recorded as interrupted, resumable
     raise KeyboardInterrupt
 
@@ -132,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("no runs yet; start one with: mlops-kit run" if df.empty else runs_table(df, picked=bool(picked)))
             return 0
         if args.command == "models": return _models_command(args)
+        if args.command == "serve": return _serve_command(args)
+        if args.command == "score": return _score_command(args)
         root = project_root()
         steps = discover_steps(root / "nbs")
         if args.command == "steps":
