@@ -304,8 +304,7 @@ def create_app(bundle: str | Path | None = None, *, registry: str | Path | None 
         count(endpoint, status)
         return JSONResponse({"detail": detail}, status_code=status)
 
-    @app.post("/predict")
-    def predict(req: PredictRequest):
+    def predict(req):
         "Score raw rows: one answer per row, with the model version that answered."
         t0 = time.perf_counter()
         n = len(req.rows)
@@ -314,7 +313,9 @@ def create_app(bundle: str | Path | None = None, *, registry: str | Path | None 
                                         "(or score a file with `mlops-kit score`)")
         model = follower.model   # read once: this request is answered by this model, even if a swap happens meanwhile
         rows = [r.model_dump() for r in req.rows]
-        answers, records = answer_rows(model, rows)
+        try: answers, records = answer_rows(model, rows)
+        except (ValueError, TypeError) as e:   # a request the scorer cannot read as a whole: the client's to fix
+            return problem("/predict", 422, str(e))
         latency = (time.perf_counter() - t0) * 1000
         for rec in records: rec["latency_ms"] = latency
         if records:
@@ -331,6 +332,8 @@ def create_app(bundle: str | Path | None = None, *, registry: str | Path | None 
         metrics.latency.observe(time.perf_counter() - t0)
         count("/predict", 200)
         return {"model": model.describe(), "scored": len(records), "refused": len(refused), "results": answers}
+    predict.__annotations__ = {"req": PredictRequest}   # built at run time from the bundle: a real class, not a string
+    app.post("/predict")(predict)
 
     @app.post("/feedback")
     def feedback(req: FeedbackRequest):
