@@ -384,3 +384,25 @@ def test_a_log_locked_at_start_up_or_broken_underneath_fails_loudly_not_silently
         log.write([record("r1")])
     assert time.monotonic() - t0 < 10                # an error, not a hang
     log.close()
+
+
+def test_two_logs_on_one_file_created_at_once_and_writing_together(tmp_path):
+    "A service and a batch job may share a log: creation happens once, and each writer waits its turn for the lock."
+    path = tmp_path / "shared.sqlite"
+    with ThreadPoolExecutor(2) as pool:
+        logs = list(pool.map(lambda _: InferenceLog(path), range(2), timeout=60))
+    try:
+        def online(k):
+            for i in range(50): logs[0].write([record(f"online-{k}-{i}")])
+        def batch(k):
+            for i in range(5):
+                logs[1].write_frame(pd.DataFrame([record(f"batch-{k}-{i}-{j}", served_by="batch", batch_id=f"b{k}") for j in range(200)]))
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(online, k) for k in range(4)] + [pool.submit(batch, k) for k in range(2)]
+            for f in futures: f.result(timeout=120)
+    finally:
+        for log in logs: log.close()
+    ids = logged_ids(path)
+    assert len(ids) == len(set(ids)) == 4 * 50 + 2 * 5 * 200
+    with contextlib.closing(connect_readonly(path)) as con:
+        assert con.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'predictions'").fetchone()[0] == 1
