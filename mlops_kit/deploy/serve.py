@@ -210,7 +210,7 @@ def validation_problems(errors: list[dict]) -> list[dict]:
         kind = e.get("type", "")
         fix = _FIXES.get(kind) or ("send a number, a text or null" if "float" in kind or "int" in kind
                                   else "send a value of the type GET /model lists for this field")
-        out.append({"field": _path(e.get("loc", ())), "problem": e.get("msg", kind), "fix": fix})
+        out.append({"field": "body" if kind == "json_invalid" else _path(e.get("loc", ())), "problem": e.get("msg", kind), "fix": fix})
     return out
 
 # %% ../../nbs/33_deploy_serve.ipynb #ab2c2676
