@@ -53,7 +53,7 @@ def write_transaction(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         yield con
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        if con.in_transaction: con.execute("ROLLBACK")   # SQLite may have rolled back already (a full disk): keep the real error
         raise
 
 # %% ../nbs/07_sqlite.ipynb #6f85f61e

@@ -411,6 +411,10 @@ class InferenceLog:
 
     def __repr__(self) -> str:
         return f"InferenceLog({str(self.path)!r}, {'closed' if self._closed else 'open'}, commits={self.commits}, rows={self.rows_written})"
+    @property
+    def closed(self) -> bool:
+        "True once `close()` was called or the writer could not open the file: writes raise LogUnavailable."
+        return self._closed
     def __enter__(self) -> "InferenceLog": return self
     def __exit__(self, *exc) -> None: self.close()
 

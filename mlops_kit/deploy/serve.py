@@ -354,7 +354,7 @@ def create_app(bundle: str | Path | None = None, *, registry: str | Path | None 
     def ready():
         "A model is loaded and the inference log is open."
         m = follower.model
-        if m is None or getattr(inference_log, "closed", False): return problem("/ready", 503, "not ready: no model or no log")
+        if m is None or inference_log.closed: return problem("/ready", 503, "not ready: no model or no log")
         count("/ready", 200)
         return {"status": "ready", "model": m.describe()}
 
