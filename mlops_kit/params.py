@@ -24,6 +24,7 @@ from .model.train import AUTO_CANDIDATES, CANDIDATES, candidate_names, check_tra
 from .steps import Step, make_demo_project, project_root
 from .tables import MIN_ROWS, check_enough_rows, read_table
 from .text import did_you_mean
+from .deploy.replay import check_replay_params
 
 # %% auto #0
 __all__ = ['parse_scalar', 'coerce_value', 'read_settings', 'parameter_types', 'merge_params', 'check_step_defaults',
@@ -193,6 +194,8 @@ def check_params(params: dict[str, Any]) -> list[str]:
     threshold = p.get("threshold")
     if isinstance(threshold, float) and not math.isfinite(threshold): add(f"threshold must be a finite number, got {threshold!r}")
     out.extend(_course_problems(p))
+    for k in ("production_months", "request_rows", "request_concurrency"):
+        if p.get(k) is not None: add(_owner_says(check_replay_params, **{k: p[k]}))
     spec = p.get("spec")
     if spec is not None and not Path(str(spec)).expanduser().is_file():
         add(f"spec file {spec} does not exist; pass -p spec with the path of a spec YAML file, or leave it empty for the built-in one")

@@ -22,7 +22,8 @@ from .serve import start_service, stop_service
 from .traffic import production_traffic
 
 # %% auto #0
-__all__ = ['ReplayTraffic', 'replay_traffic', 'send_rows', 'send_feedback', 'replay', 'plot_replay']
+__all__ = ['MAX_PRODUCTION_MONTHS', 'MAX_REQUEST_ROWS', 'ReplayTraffic', 'replay_traffic', 'check_replay_params', 'send_rows',
+           'send_feedback', 'replay', 'plot_replay']
 
 # %% ../../nbs/35_deploy_replay.ipynb #26b2706e
 @dataclass
@@ -56,6 +57,19 @@ def replay_traffic(run_dir: str | Path, data: str = "course", production_months:
     out = t.outcomes.reset_index(drop=True)
     return ReplayTraffic(req, req[time_col].astype(str), out["label"], pd.to_datetime(out["known_from"]),
                          f"the course business's {production_months} production month(s)")
+
+# %% ../../nbs/35_deploy_replay.ipynb #7b9b1927
+MAX_PRODUCTION_MONTHS = 24
+MAX_REQUEST_ROWS = 1000        # the service's default limit per request
+
+def _whole(v) -> bool: return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+def check_replay_params(production_months: int = 3, request_rows: int = 50, request_concurrency: int = 4) -> None:
+    "Refuse replay parameters no replay could use, naming the parameter and its valid range."
+    for name, v, hi in (("production_months", production_months, MAX_PRODUCTION_MONTHS), ("request_rows", request_rows, MAX_REQUEST_ROWS),
+                        ("request_concurrency", request_concurrency, 64)):
+        if not _whole(v) or not 1 <= v <= hi:
+            raise ValueError(f"{name} must be a whole number from 1 to {hi}, got {v!r}; pass -p {name} with one")
 
 # %% ../../nbs/35_deploy_replay.ipynb #9e8603e8
 def _json_rows(df: pd.DataFrame) -> list[dict]:
@@ -115,6 +129,7 @@ def send_feedback(url: str, answers: pd.DataFrame, traffic: ReplayTraffic, as_of
 def replay(run_dir: str | Path, data: str = "course", production_months: int = 3, rows_per_request: int = 50,
            concurrency: int = 4, **course_knobs) -> dict[str, Any]:
     "The replay step: serve the run's champion, replay production through it, send arrived outcomes; write `deploy/`."
+    check_replay_params(production_months, rows_per_request, concurrency)
     run_dir = Path(run_dir)
     reg = read_json(run_dir / "model" / "registration.json")
     traffic = replay_traffic(run_dir, data, production_months, **course_knobs)
