@@ -141,7 +141,12 @@ def replay(run_dir: str | Path, data: str = "course", production_months: int = 3
     svc = start_service(registry=reg["registry"], name=reg["name"], ref="champion", log=partial, timeout=120,
                         output=out / "server.txt", poll_seconds=0)
     try:
-        answers = send_rows(svc.url, traffic.requests, rows_per_request, concurrency)
+        import httpx
+        fields = [f["name"] for f in httpx.get(svc.url + "/model", timeout=30).json()["fields"]]
+        absent = [f for f in fields if f not in traffic.requests.columns]
+        if absent: raise ValueError(f"the production rows lack field(s) the served model reads: {', '.join(absent)}; "
+                                    "is the champion a model of another data set?")
+        answers = send_rows(svc.url, traffic.requests[fields], rows_per_request, concurrency)
         as_of = traffic.known_from.max() if data != "course" else pd.Timestamp(pd.Period(traffic.periods.max(), "M").end_time.normalize())
         fed = send_feedback(svc.url, answers, traffic, as_of)
     finally:
