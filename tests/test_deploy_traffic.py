@@ -100,9 +100,11 @@ def test_outcomes_arrive_late_and_arrived_agrees_with_the_label_step_on_that_day
     for day in ("2025-10-31", "2025-12-15", "2026-02-28"):
         got = arrived(o, day)
         assert (got.known_from <= pd.Timestamp(day)).all() and len(got) == int((o.known_from <= day).sum())
-        seen = cancellations[pd.to_datetime(cancellations.recorded_at) <= day]
-        lab = label_table(traffic.requests, default_spec(), seen).table.churned
-        assert lab[got.index].tolist() == got.label.tolist()    # an arrived outcome is final: the label step agrees
+        then = future_window_labels(traffic.requests, parse_events(cancellations, rule, "customer_id"), rule, "customer_id",
+                                    "snapshot_month", as_of=day).label
+        assert then[got.index].tolist() == got.label.tolist()   # an arrived outcome is final: the label step agrees
+        later = then.notna() & ~o.index.isin(got.index)         # known to the label step but not arrived: late churners, called 0
+        assert (then[later] == 0).all() and (o.label[later] == 1).all()
     assert len(arrived(o, "2025-09-30")) == 0                    # on the last production day nothing is known
     assert len(arrived(o, "2030-01-01")) == len(o)
     with pytest.raises(ValueError, match="as_of must be a date"): arrived(o, "next week")
