@@ -25,10 +25,11 @@ from .runfolder import atomic_path, atomic_write, read_json, resolve_run_dir, sh
 from .tables import check_enough_rows, read_table, table_kind
 
 # %% auto #0
-__all__ = ['COURSE_SOURCES', 'DRIFT_SCENARIOS', 'INCIDENTS', 'PLAN_FEES', 'DIRT_RATES', 'check_course_knobs', 'month_calendar',
-           'simulate_business', 'billing_migration_month', 'add_dirt', 'generate_course_data', 'read_course_sources',
-           'dirt_report', 'plot_course_overview', 'plot_drift_scenarios', 'load_sklearn_dataset', 'write_sklearn_csv',
-           'load_penguins_raw', 'materialize_data']
+__all__ = ['COURSE_SOURCES', 'DRIFT_SCENARIOS', 'INCIDENTS', 'PLAN_FEES', 'DIRT_RATES', 'MAX_PRODUCTION_MONTHS',
+           'check_course_knobs', 'month_calendar', 'simulate_business', 'billing_migration_month', 'add_dirt',
+           'write_course_sources', 'generate_course_data', 'read_course_sources', 'dirt_report', 'plot_course_overview',
+           'plot_drift_scenarios', 'check_production_months', 'production_sources', 'load_sklearn_dataset',
+           'write_sklearn_csv', 'load_penguins_raw', 'materialize_data']
 
 # %% ../nbs/03_datasets.ipynb #3c7d3920
 COURSE_SOURCES: dict[str, dict[str, str]] = {
@@ -313,14 +314,16 @@ def _fmt_date(d: dt.date, style: int) -> str:
     return [d.isoformat(), d.strftime("%d/%m/%Y"), d.strftime("%Y%m%d"), f"{d.day:02d} {_MONTH_ABBR[d.month - 1]} {d.year}"][style]
 
 # %% ../nbs/03_datasets.ipynb #0ee76c38
-def add_dirt(clean: dict[str, pd.DataFrame], seed: int = 42, incident: str = "none",
-             incident_start_month: int = 10) -> dict[str, pd.DataFrame]:
+def add_dirt(clean: dict[str, pd.DataFrame], seed: int = 42, incident: str = "none", incident_start_month: int = 10,
+             migration_month: int | None = None, extracted_on: dt.date | None = None) -> dict[str, pd.DataFrame]:
     "Turn the clean simulated tables into raw source extracts: dirt at `DIRT_RATES`, plus an optional incident."
     R, cal = DIRT_RATES, clean["calendar"]
     n_months = len(cal)
     check_course_knobs(n_months=n_months, incident=incident, incident_start_month=incident_start_month, seed=seed)
     month_idx = dict(zip(cal.month, cal.month_index))
-    extraction = cal.last_day.iloc[-1]
+    # the billing migration happened in one month of the business's history; a longer look at it does not move it
+    migration_month = billing_migration_month(n_months) if migration_month is None else migration_month
+    extraction = cal.last_day.iloc[-1] if extracted_on is None else extracted_on
     out = {}
     # customers.csv: the CRM export
     c = clean["customers"]
@@ -342,7 +345,7 @@ def add_dirt(clean: dict[str, pd.DataFrame], seed: int = 42, incident: str = "no
     s = clean["subscriptions"]
     t = s.month.map(month_idx).to_numpy()
     u = _draws(seed, 2, t, 4)
-    cents = (t >= billing_migration_month(n_months)) & s.customer_id.map(migrated).to_numpy(dtype=bool)
+    cents = (t >= migration_month) & s.customer_id.map(migrated).to_numpy(dtype=bool)
     out["subscriptions"] = pd.DataFrame(dict(
         customer_id=s.customer_id, month=s.month,
         plan=[(_pick(_PLAN_VARIANTS[v], x) if hit else v) for v, hit, x in zip(s.plan, u[:, 0] < R["subscriptions.plan_variant"], u[:, 1])],
@@ -436,14 +439,11 @@ def _write_jsonl(df: pd.DataFrame, path: Path) -> None:
     lines = [json.dumps({c: clean(v) for c, v in zip(cols, row)}) for row in df.itertuples(index=False, name=None)]
     atomic_write(path, "\n".join(lines) + "\n")
 
-# %% ../nbs/03_datasets.ipynb #fa734339
-def generate_course_data(out_dir: str | Path, seed: int = 42, n_customers: int = 2000, n_months: int = 12,
-                         drift: str = "none", drift_start_month: int = 9, incident: str = "none",
-                         incident_start_month: int = 10, start: str = "2025-01") -> dict[str, Path]:
-    "Simulate the business and write its five raw source files into `out_dir`; return source name -> path."
-    check_course_knobs(n_customers, n_months, drift, drift_start_month, incident, incident_start_month, seed)
-    raw = add_dirt(simulate_business(seed, n_customers, n_months, drift, drift_start_month, start),
-                   seed, incident, incident_start_month)
+# %% ../nbs/03_datasets.ipynb #4fc7ed50
+def write_course_sources(raw: dict[str, pd.DataFrame], out_dir: str | Path) -> dict[str, Path]:
+    "Write the five raw course tables (as `add_dirt` makes them) into `out_dir`, each in its source's format; return name -> path."
+    missing = [n for n in COURSE_SOURCES if n not in raw]
+    if missing: raise ValueError(f"the raw course tables lack {', '.join(missing)}; pass what add_dirt returns")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / src["file"] for name, src in COURSE_SOURCES.items()}
@@ -453,6 +453,16 @@ def generate_course_data(out_dir: str | Path, seed: int = 42, n_customers: int =
     _write_jsonl(raw["usage_events"], paths["usage_events"])
     _write_csv(raw["cancellations"], paths["cancellations"])
     return paths
+
+# %% ../nbs/03_datasets.ipynb #fa734339
+def generate_course_data(out_dir: str | Path, seed: int = 42, n_customers: int = 2000, n_months: int = 12,
+                         drift: str = "none", drift_start_month: int = 9, incident: str = "none",
+                         incident_start_month: int = 10, start: str = "2025-01") -> dict[str, Path]:
+    "Simulate the business and write its five raw source files into `out_dir`; return source name -> path."
+    check_course_knobs(n_customers, n_months, drift, drift_start_month, incident, incident_start_month, seed)
+    raw = add_dirt(simulate_business(seed, n_customers, n_months, drift, drift_start_month, start),
+                   seed, incident, incident_start_month)
+    return write_course_sources(raw, out_dir)
 
 # %% ../nbs/03_datasets.ipynb #730e3cf1
 def read_course_sources(raw_dir: str | Path) -> dict[str, pd.DataFrame]:
@@ -595,6 +605,51 @@ def plot_drift_scenarios(seed: int = 42, n_customers: int = 1000, n_months: int 
     for a in ax[-1]: a.set_xlabel(f"month (dashed line: drift starts in month {drift_start_month})")
     fig.tight_layout()
     return fig
+
+# %% ../nbs/03_datasets.ipynb #97625af8
+MAX_PRODUCTION_MONTHS = 36   # enough for the monitoring lessons, small enough to simulate in seconds
+
+def check_production_months(production_months: int, n_months: int = 12, follow_up_months: int = 0) -> None:
+    "Raise a ValueError unless `production_months` (and `follow_up_months`) are whole numbers that fit after the training months."
+    for name, v, low in (("production_months", production_months, 1), ("follow_up_months", follow_up_months, 0)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{name} must be a whole number of months, got {v!r}")
+        if not low <= v <= MAX_PRODUCTION_MONTHS:
+            raise ValueError(f"{name} must be between {low} and {MAX_PRODUCTION_MONTHS}, got {v}")
+    if n_months + production_months + follow_up_months > 120:
+        raise ValueError(f"n_months + production_months + follow_up_months must be at most 120 (the simulation's limit), got "
+                         f"{n_months} + {production_months} + {follow_up_months}; ask for fewer months")
+
+# %% ../nbs/03_datasets.ipynb #ea635470
+def _raw_months(clean: dict[str, pd.DataFrame], first: int, last: int, seed: int, incident: str, incident_start_month: int,
+                migration_month: int, extracted_on: dt.date | None) -> dict[str, pd.DataFrame]:
+    "The raw extracts of months `first`..`last` (1-based) of a longer clean simulation, with that simulation's dirt."
+    cal = clean["calendar"]
+    idx = dict(zip(cal.month, cal.month_index))
+    in_window = lambda months: months.map(idx).between(first, last).to_numpy()
+    opened = clean["tickets"].opened_at.map(lambda d: idx[f"{d.year:04d}-{d.month:02d}"])
+    cut = dict(calendar=cal, customers=clean["customers"][clean["customers"].group.le(last).to_numpy()],
+               subscriptions=clean["subscriptions"][in_window(clean["subscriptions"].month)],
+               usage_events=clean["usage_events"][in_window(clean["usage_events"].month)],
+               tickets=clean["tickets"][opened.between(first, last).to_numpy()],
+               cancellations=clean["cancellations"])
+    cut = {k: v.reset_index(drop=True) for k, v in cut.items()}
+    extracted_on = cal.last_day.iloc[last - 1] if extracted_on is None else extracted_on   # default: the window's last day
+    return add_dirt(cut, seed, incident, incident_start_month, migration_month, extracted_on)
+
+# %% ../nbs/03_datasets.ipynb #0ba022b8
+def production_sources(seed: int = 42, n_customers: int = 2000, n_months: int = 12, production_months: int = 3,
+                       drift: str = "none", drift_start_month: int = 9, incident: str = "none", incident_start_month: int = 10,
+                       start: str = "2025-01", follow_up_months: int = 0) -> dict[str, pd.DataFrame]:
+    "The raw source tables of the `production_months` after the training window, and every cancellation through the follow-up months."
+    check_course_knobs(n_customers, n_months, drift, drift_start_month, incident, incident_start_month, seed)
+    check_production_months(production_months, n_months, follow_up_months)
+    total = n_months + production_months + follow_up_months
+    clean = simulate_business(seed, n_customers, total, drift, drift_start_month, start)
+    raw = _raw_months(clean, n_months + 1, n_months + production_months, seed, incident, incident_start_month,
+                      billing_migration_month(n_months), dt.date.max)   # no extraction date: every outcome, arriving when recorded
+    raw["calendar"] = clean["calendar"].iloc[n_months:n_months + production_months].reset_index(drop=True)
+    return raw
 
 # %% ../nbs/03_datasets.ipynb #8db55dcf
 _SKLEARN_SETS = {"iris": "classification", "wine": "classification", "breast_cancer": "classification",

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from mlops_kit.data.ingest import ingest
-from mlops_kit.data.label import (check_label_rule, column_labels, find_conflicts, future_window_labels, label, label_table,
+from mlops_kit.data.label import (LABEL_STATUS_COLUMN, LABEL_STATUSES, check_label_rule, column_labels, find_conflicts, future_window_labels, label, label_table,
                                   month_index, parse_events)
 from mlops_kit.datasets import load_penguins_raw, materialize_data, simulate_business, write_sklearn_csv
 from mlops_kit.design import default_spec, spec_from_data
@@ -144,7 +144,7 @@ def test_the_course_step_keeps_every_row_and_writes_its_outputs(course):
     out = pd.read_parquet(run / "data" / "labelled.parquet")
     wrangled = pd.read_parquet(run / "data" / "wrangled.parquet")
     assert out._row_id.tolist() == wrangled._row_id.tolist()
-    pd.testing.assert_frame_equal(out.drop(columns="churned"), wrangled)
+    pd.testing.assert_frame_equal(out.drop(columns=["churned", "label_status"]), wrangled)
     assert str(out.churned.dtype) == "Int64" and set(out.churned.dropna()) == {0, 1}
     rep = read_json(run / "data" / "label_report.json")
     assert rep["labelled"] + rep["unlabeled"] == rep["rows"] == len(wrangled)
@@ -160,6 +160,41 @@ def test_the_course_step_keeps_every_row_and_writes_its_outputs(course):
     first = sha256_file(run / "data" / "labelled.parquet")
     label(run, default_spec())
     assert sha256_file(run / "data" / "labelled.parquet") == first
+
+
+def test_labelled_parquet_says_why_a_label_is_missing_and_the_status_is_never_a_feature(course):
+    from mlops_kit.data.split import feature_columns
+    from mlops_kit.model.features import plan_features
+    run, table, raw, truth = course
+    label(run, default_spec())
+    out = pd.read_parquet(run / "data" / "labelled.parquet")
+    assert LABEL_STATUS_COLUMN == "label_status" and LABEL_STATUS_COLUMN in out.columns
+    st = out[LABEL_STATUS_COLUMN].astype(object)
+    assert set(st) == {"positive", "negative", "open_window", "already_cancelled"} and set(st) <= set(LABEL_STATUSES)
+    assert (st[out.churned.eq(1).fillna(False)] == "positive").all() and (st[out.churned.eq(0).fillna(False)] == "negative").all()
+    assert out.churned[st.isin(["open_window", "already_cancelled"])].isna().all()
+    # the two kinds of empty label are told apart: a customer in their cancellation month vs a window still open
+    gone = truth.gone.to_numpy()
+    assert gone[(st == "already_cancelled").to_numpy()].all()
+    recorded = table.customer_id.isin(set(raw.customer_id)).to_numpy()
+    assert (st[gone & recorded] == "already_cancelled").all()
+    assert not gone[(st == "open_window").to_numpy() & recorded].any()
+    # the status is the label in words: the split's features and the feature plan leave it out, saying why
+    spec = default_spec()
+    assert LABEL_STATUS_COLUMN not in feature_columns(out, spec)
+    plan = plan_features(out, None, spec)
+    assert LABEL_STATUS_COLUMN not in plan.input_columns and "leak" in plan.excluded[LABEL_STATUS_COLUMN]
+
+
+def test_a_table_with_a_label_status_column_is_refused(course):
+    _, table, raw, _ = course
+    with pytest.raises(ValueError, match="already has a column 'label_status'.*rename that column"):
+        label_table(table.assign(label_status="mine"), default_spec(), raw)
+    visits = pd.DataFrame({"x": [1, 2, 3], "y": ["a", "b", None], "label_status": ["p", "q", "r"]})
+    with pytest.raises(ValueError, match="already has a column 'label_status'"):
+        label_table(visits, replace(default_spec(), prediction=replace(default_spec().prediction, target="y", task="binary",
+                                                                       label_rule={"kind": "column"}, id_column=None,
+                                                                       time_column=None)))
 
 
 # --- user files: the column rule ------------------------------------------------------------------------------------

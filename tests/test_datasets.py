@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_kit.datasets import (COURSE_SOURCES, DIRT_RATES, DRIFT_SCENARIOS, INCIDENTS, dirt_report,
+from mlops_kit.datasets import (COURSE_SOURCES, DIRT_RATES, DRIFT_SCENARIOS, INCIDENTS, PLAN_FEES, dirt_report,
                                 generate_course_data, load_penguins_raw, load_sklearn_dataset, materialize_data,
                                 read_course_sources, simulate_business, write_sklearn_csv)
 from mlops_kit.runfolder import read_json, sha256_file
@@ -336,3 +336,31 @@ def test_penguins_raw_as_shipped():
     assert df.shape == (344, 17)
     pd.testing.assert_frame_equal(df, palmerpenguins.load_penguins_raw())
     assert df["Sex"].isna().any() and "Comments" in df
+
+
+# --- the production months after the training window -----------------------------------------------------------------
+
+def test_production_sources_continue_the_same_business_after_the_training_window(tmp_path):
+    from mlops_kit.datasets import _raw_months, billing_migration_month, production_sources, write_course_sources
+    knobs = dict(seed=9, n_customers=300, n_months=7, drift="price_increase", drift_start_month=6,
+                 incident="duplicated_batch", incident_start_month=7)
+    long = simulate_business(9, 300, 11, "price_increase", 6)
+    cut = write_course_sources(_raw_months(long, 1, 7, 9, "duplicated_batch", 7, billing_migration_month(7), None), tmp_path / "a")
+    train = generate_course_data(tmp_path / "b", **knobs)
+    assert {n: sha256_file(p) for n, p in cut.items()} == {n: sha256_file(p) for n, p in train.items()}
+    P = production_sources(production_months=2, follow_up_months=2, **knobs)
+    assert P["calendar"].month.tolist() == ["2025-08", "2025-09"]
+    assert sorted(P["subscriptions"].month.unique()) == ["2025-08", "2025-09"]
+    assert len(P["cancellations"]) == len(long["cancellations"])          # every outcome through the follow-up months
+    # the price increase goes on; the duplicated batch was a one-off of month 7 and is not repeated
+    eur = P["subscriptions"].monthly_fee[P["subscriptions"].monthly_fee < 100]
+    assert eur.round(2).isin([round(f * 1.2, 2) for f in PLAN_FEES.values()]).all()
+    assert not P["usage_events"].astype(str).duplicated().any()
+
+
+@pytest.mark.parametrize("months, message", [(0, "between 1 and 36"), (37, "between 1 and 36"), (1.0, "whole number"),
+                                             (None, "whole number")])
+def test_production_months_must_be_a_positive_whole_number(months, message):
+    from mlops_kit.datasets import production_sources
+    with pytest.raises(ValueError, match=f"production_months must be (a|between).*{message.split()[-1]}"):
+        production_sources(production_months=months)

@@ -21,9 +21,9 @@ from ..tables import to_datetime, to_number
 from ..runfolder import read_parquet, write_json, write_parquet
 
 # %% auto #0
-__all__ = ['LABEL_RULE_KINDS', 'LABEL_STATUSES', 'check_label_rule', 'month_index', 'month_last_day', 'parse_events',
-           'label_as_of', 'future_window_labels', 'column_labels', 'find_conflicts', 'event_checks', 'label_report',
-           'LabelResult', 'label_table', 'label', 'plot_labels']
+__all__ = ['LABEL_RULE_KINDS', 'LABEL_STATUSES', 'LABEL_STATUS_COLUMN', 'check_label_rule', 'month_index', 'month_last_day',
+           'parse_events', 'label_as_of', 'future_window_labels', 'column_labels', 'find_conflicts', 'event_checks',
+           'label_report', 'LabelResult', 'label_table', 'label', 'plot_labels']
 
 # %% ../../nbs/13_data_label.ipynb #828cd6e4
 LABEL_RULE_KINDS = ("future_window", "column")
@@ -333,6 +333,9 @@ def label_report(table: pd.DataFrame, labels: pd.DataFrame, spec, events: pd.Dat
     rep["warnings"] = warn
     return rep
 
+# %% ../../nbs/13_data_label.ipynb #fd4736bb
+LABEL_STATUS_COLUMN = "label_status"   # the labelled table's column holding each row's status (one of LABEL_STATUSES)
+
 # %% ../../nbs/13_data_label.ipynb #95c0df97
 @dataclass
 class LabelResult:
@@ -349,6 +352,9 @@ def label_table(table: pd.DataFrame, spec, events: pd.DataFrame | None = None) -
     rule = check_label_rule(p.label_rule)
     if not p.target:
         raise ValueError("prediction.target is empty, so there is nothing to label; name the column to predict (-p target COL or the spec)")
+    if LABEL_STATUS_COLUMN in table.columns:
+        raise ValueError(f"the table already has a column {LABEL_STATUS_COLUMN!r}, where the label step writes each row's label status; "
+                         "rename that column in your data (the kit uses that name)")
     out = table.copy()
     if rule["kind"] == "future_window":
         for what, col in (("id_column", p.id_column), ("time_column", p.time_column)):
@@ -367,6 +373,7 @@ def label_table(table: pd.DataFrame, spec, events: pd.DataFrame | None = None) -
         ev, as_of = None, None
         labels = column_labels(table, p.target)
     out[p.target] = labels["label"]
+    out[LABEL_STATUS_COLUMN] = labels["status"].astype("str")   # why a row has no label: not known yet, left, no key (text, as read back)
     return LabelResult(out, labels["status"], label_report(table, labels, spec, ev, as_of), ev)
 
 # %% ../../nbs/13_data_label.ipynb #8f029ab6

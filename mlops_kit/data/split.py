@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 from ..tables import to_datetime
 from ..runfolder import read_parquet, write_json, write_parquet
+from .label import LABEL_STATUS_COLUMN
 
 # %% auto #0
 __all__ = ['SPLIT_STRATEGIES', 'SPLITS', 'LABELLED_SPLITS', 'CLASSIFICATION', 'SPLIT_COLORS', 'CHECK_STATUSES',
@@ -507,9 +508,10 @@ def future_feature_values(df: pd.DataFrame, time_column: str, columns: list[str]
 
 # %% ../../nbs/14_data_split.ipynb #74489e27
 def feature_columns(df: pd.DataFrame, spec) -> list[str]:
-    "The columns a model could learn from: all but the row id, the label and the id and time keys."
+    "The columns a model could learn from: all but the row id, the label, the label status and the id and time keys."
     p = spec.prediction
-    return [c for c in df.columns if c not in ("_row_id", p.target, p.id_column, p.time_column)]
+    # label_status (written by the label step) is the label in words on every labelled row: a perfect leak, never a feature
+    return [c for c in df.columns if c not in ("_row_id", p.target, LABEL_STATUS_COLUMN, p.id_column, p.time_column)]
 
 CHECK_STATUSES = ("ok", "expected", "warning", "error", "skipped")
 

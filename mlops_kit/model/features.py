@@ -18,6 +18,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..tables import to_datetime
 from ..data.validate import load_contract
+from ..data.label import LABEL_STATUS_COLUMN
 from ..runfolder import json_value, read_json, read_parquet, write_json
 
 # %% auto #0
@@ -311,6 +312,8 @@ def plan_features(df: pd.DataFrame, contract=None, spec=None, *, target: str | N
         if c == "_row_id": reason = "row key added by ingest: an address, not a property of the row"
         elif c == target: reason = "the target: what the model predicts"
         elif c == f"{target}_missing": reason = "flag of the target: says whether the label is known"
+        elif c == LABEL_STATUS_COLUMN:
+            reason = "label status (label step): why a row has a label or not; on a labelled row it is the label itself, a leak"
         elif c == id_col: reason = "entity id: used to keep each entity in one cross-validation fold, never as a feature"
         elif c == time_col: reason = "time column: the period a row describes; read only as the reference date of date features"
         elif c == "split" and c not in rules and set(df[c].dropna().unique()) <= {"train", "valid", "test", "unlabeled"}:
