@@ -38,8 +38,9 @@ def test_the_course_plan_reads_the_contract_and_leaves_out_ids_time_and_label(co
     run = copy_run(course_run, tmp_path / "run")
     plan, signal = make_features(run, COURSE)
     assert load_feature_plan(run / "model" / "feature_plan.json") == plan
-    assert {"_row_id", "customer_id", "snapshot_month", "churned"} <= set(plan.excluded)
-    others = {c: r for c, r in plan.excluded.items() if c not in ("_row_id", "customer_id", "snapshot_month", "churned")}
+    assert {"_row_id", "customer_id", "snapshot_month", "churned", "label_status"} <= set(plan.excluded)
+    assert "leak" in plan.excluded["label_status"]
+    others = {c: r for c, r in plan.excluded.items() if c not in ("_row_id", "customer_id", "snapshot_month", "churned", "label_status")}
     assert all(r.startswith("constant") for r in others.values()), others   # flags of columns never missing in training
     assert plan.categorical == ["plan", "country", "signup_plan", "acquisition_channel"]
     assert plan.date == ["signup_date", "last_seen"]
