@@ -106,3 +106,18 @@ def test_a_european_csv_export_is_sniffed_and_its_decimal_commas_read(tmp_path):
     # iris holds one exact duplicate row: wrangling quarantines it, the values of the rest arrive as numbers
     assert len(wrangled) == len(iris.drop_duplicates()) == 149
     assert abs(wrangled["sépale_longueur"].sum() - iris.drop_duplicates()["sépale_longueur"].sum()) < 1e-6
+
+
+def test_a_crm_customer_never_billed_is_quarantined_not_a_crash(tmp_path):
+    "A customer in the CRM export with no billed month (production data has them) goes to the quarantine with its reason."
+    from mlops_kit.data.ingest import join_course_sources
+    from mlops_kit.datasets import generate_course_data, read_course_sources
+    generate_course_data(tmp_path / "raw", seed=3, n_customers=200, n_months=4)
+    sources = read_course_sources(tmp_path / "raw")
+    crm = sources["customers"]
+    extra = crm.iloc[[0]].assign(customer_id="C99999")
+    sources["customers"] = pd.concat([crm, extra], ignore_index=True)
+    table, quarantined, _ = join_course_sources(sources)
+    hit = quarantined[quarantined["record"].astype(str).str.contains("C99999")]
+    assert len(hit) == 1 and "never billed" in hit["reason"].iat[0] and hit["check"].iat[0] == "unmatched_key"
+    assert "C99999" not in set(table["customer_id"])

@@ -54,7 +54,7 @@ def _month(ts: pd.Series) -> pd.Series:
     return ts.dt.strftime("%Y-%m").astype(object).where(ts.notna(), None)
 
 def _quarantine_keys(frame: pd.DataFrame, bad: pd.Series, reason: str, check: str, source: str) -> pd.DataFrame:
-    return quarantine_rows(frame[bad.to_numpy()].drop(columns=["_key"], errors="ignore"), reason, check, source)
+    return quarantine_rows(frame[np.asarray(bad, dtype=bool)].drop(columns=["_key"], errors="ignore"), reason, check, source)
 
 def join_course_sources(sources: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     "Join the raw course sources into one row per billed customer-month: (table, quarantined rows, join statistics)."
