@@ -191,3 +191,33 @@ def test_bounded_load_2000_requests_at_concurrency_16(served, service):
     assert statuses == {200: 2000}, statuses
     logged = read_log(log)
     assert len(logged) == 2000 and set(logged["request_id"]) == {rid for _, rid in out}
+
+
+def test_a_log_that_cannot_be_written_gives_503_and_no_prediction(served, tmp_path):
+    "Durable before acknowledged: with the log's disk full, /predict answers 503 with the reason; once there is room, 200 again."
+    from fastapi.testclient import TestClient
+    from mlops_kit.deploy.serve import create_app
+    app = create_app(registry=served["registry"], log=tmp_path / "log.sqlite", poll_seconds=0)
+    log = app.state.log
+    rows = _good_rows(served, 2)
+    with TestClient(app) as c:
+        assert c.post("/predict", json={"rows": rows}).status_code == 200
+        full = lambda con: con.execute("PRAGMA max_page_count = %d" % con.execute("PRAGMA page_count").fetchone()[0])
+        log._run_in_writer(full)
+        r = c.post("/predict", json={"rows": rows * 200 if len(rows) * 200 <= 1000 else rows})
+        assert r.status_code == 503 and "could not be logged" in r.json()["detail"] and "full" in r.json()["detail"], r.text
+        assert "results" not in r.json()
+        log._run_in_writer(lambda con: con.execute("PRAGMA max_page_count = 1073741823"))
+        assert c.post("/predict", json={"rows": rows}).status_code == 200
+        metrics = c.get("/metrics").text
+        assert 'mlops_kit_requests_total{endpoint="/predict",status="503"} 1.0' in metrics
+    assert len(read_log(tmp_path / "log.sqlite")) == 4
+
+
+def test_serving_does_not_import_the_runner():
+    "Serving imports the bundle and the registry, not the runner (no papermill, no notebooks)."
+    import subprocess, sys
+    code = ("import sys, mlops_kit.deploy.serve; bad = [m for m in ('papermill', 'nbformat', 'mlops_kit.pipeline', 'mlops_kit.steps') "
+            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
