@@ -134,3 +134,25 @@ def test_user_data_through_the_same_path(penguins_run):
     assert len(kept) >= 0.9 * len(want)
     np.testing.assert_array_equal(got.loc[kept].to_numpy(), want.loc[kept].to_numpy())
     assert set(out.results["decision"]) <= set(bundle.classes)
+
+
+def test_small_requests_score_as_the_batch(course):
+    "Small requests (the memo road) give the vectorised road's numbers at the same request sizes, refusals included."
+    run, bundle, scorer = course
+    vectorised = Scorer.from_bundle(bundle)
+    vectorised.small_batch = 0
+    ing = pd.read_parquet(run / "data" / "ingested.parquet").drop(columns="_row_id")
+    sample = ing.sample(300, random_state=1).reset_index(drop=True)
+    sample.loc[[4, 9], "monthly_fee"] = [1e12, np.nan]
+    sample.loc[17, "plan"] = "gold"
+    for n in (1, 7, 64):
+        for i in range(0, len(sample), n):
+            a, b = scorer.score(sample.iloc[i:i + n]), vectorised.score(sample.iloc[i:i + n])
+            np.testing.assert_array_equal(a.results.to_numpy(), b.results.to_numpy())
+            np.testing.assert_array_equal(a.results.index, b.results.index)
+            pd.testing.assert_frame_equal(a.rejected, b.rejected)
+    singles = [scorer.score(sample.iloc[[i]]) for i in range(len(sample))]
+    assert {4, 9, 17} <= {i for i, s in enumerate(singles) if len(s.rejected)}
+    full = scorer.score(sample)
+    got = pd.concat([s.results.set_axis([i]) for i, s in enumerate(singles) if len(s.results)])
+    np.testing.assert_allclose(got["proba_1"], full.results.loc[got.index, "proba_1"], rtol=1e-12)

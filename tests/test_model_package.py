@@ -316,7 +316,9 @@ def test_input_check(bundles, runs):
         bundle.predict(as_strings.assign(**{dates[0]: ["soon"] + as_strings[dates[0]].tolist()[1:]}))
     with pytest.raises(BundleInputError, match="holds numbers .* but the model was trained on texts"):
         bundle.predict(rows.assign(plan=1))
-    assert bundle.predict_proba(rows.assign(plan=None)).shape == (20, 2)    # an all-missing column: the imputer fills it
+    assert bundle.predict_proba(rows.assign(country=None)).shape == (20, 2)  # an all-missing nullable column: the imputer fills it
+    with pytest.raises(BundleInputError, match="'plan' holds 20 missing value"):  # ...but the contract says plan is never empty
+        bundle.predict(rows.assign(plan=None))
     assert len(bundle.predict(rows.iloc[0].to_dict())) == 1                 # one row as a dict
     assert len(bundle.predict(rows.head(3).to_dict("records"))) == 3
     assert bundle.predict(rows.iloc[:0]).shape == (0,) and bundle.predict_proba(rows.iloc[:0]).shape == (0, 2)
