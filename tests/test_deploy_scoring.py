@@ -156,3 +156,20 @@ def test_small_requests_score_as_the_batch(course):
     full = scorer.score(sample)
     got = pd.concat([s.results.set_axis([i]) for i, s in enumerate(singles) if len(s.results)])
     np.testing.assert_allclose(got["proba_1"], full.results.loc[got.index, "proba_1"], rtol=1e-12)
+
+
+def test_concurrent_small_requests_and_odd_cells(course):
+    "score() from many threads at once gives the serial answers; a cell holding a list is refused, not a crash."
+    from concurrent.futures import ThreadPoolExecutor
+    run, bundle, _ = course
+    scorer = Scorer.from_bundle(bundle)                      # a fresh memo, filled by the threads themselves
+    ing = pd.read_parquet(run / "data" / "ingested.parquet").drop(columns="_row_id").sample(120, random_state=2)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda i: scorer.score(ing.iloc[[i]]).results["proba_1"].iat[0], range(len(ing))))
+    serial = Scorer.from_bundle(bundle)
+    want = [serial.score(ing.iloc[[i]]).results["proba_1"].iat[0] for i in range(len(ing))]
+    assert got == want
+    odd = raw_row(run).astype(object)
+    odd.at[0, "plan"] = ["basic"]
+    out = scorer.score(odd)
+    assert len(out.results) == 0 and out.rejected["field"].tolist() == ["plan"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,25 @@ def to_flag(s: pd.Series) -> pd.Series:
     return pd.Series(table[codes], index=s.index, name=s.name)
 
 # %% ../../nbs/12_data_wrangle.ipynb #cc90e673
-_PARSERS = {"number": to_number, "integer": to_number, "date": to_datetime, "boolean": to_flag}
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+def _iso_days(s: pd.Series) -> pd.Series | None:
+    "A few `YYYY-MM-DD` texts (or missing values) as datetime64 without the general date reader, or None when any is not one."
+    if len(s) > 1000 or not (s.dtype == object or pd.api.types.is_string_dtype(s)): return None   # big: the vectorised path
+    vals = s.tolist()
+    days = [v if isinstance(v, str) else None for v in vals]
+    if not all((d is not None and _ISO_DAY.fullmatch(d) and 1678 <= int(d[:4]) <= 2261) or (d is None and pd.isna(v))
+               for d, v in zip(days, vals)): return None
+    try: out = np.array([d if d is not None else "NaT" for d in days], dtype="datetime64[D]")
+    except ValueError: return None   # 2025-02-30 and the like: the general reader decides
+    return pd.Series(out.astype("datetime64[ns]"), index=s.index)
+
+def _to_datetime(s: pd.Series) -> pd.Series:
+    "to_datetime, with a shortcut for a few ISO days (a served request): the same values, a tenth of the time."
+    fast = _iso_days(s)
+    return fast if fast is not None else to_datetime(s)
+
+_PARSERS = {"number": to_number, "integer": to_number, "date": _to_datetime, "boolean": to_flag}
 
 def _parse(s: pd.Series, kind: str) -> tuple[pd.Series, int, int]:
     "`s` read as `kind`, how many values were unreadable, and how many of those were infinite numbers."
