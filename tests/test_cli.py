@@ -89,6 +89,17 @@ def test_same_parameters_reproduce_the_same_outputs(default_run, tmp_path):
                         for d in (run_dir, run2))
                 assert x == y, "the model cards differ beyond their build lines"
                 continue
+            if rel.startswith("deploy/"):   # a service's own records: request ids, times, latencies; the answers are the same
+                if rel == "deploy/answers.parquet":
+                    cols = ["ok", "prediction", "probabilities", "decision", "model_version", "period", "outcome", "known_from"]
+                    x, y = (pd.read_parquet(d / rel)[cols] for d in (run_dir, run2))
+                    pd.testing.assert_frame_equal(x, y)
+                elif rel == "deploy/replay.json":
+                    x, y = ({k: v for k, v in without_identity(json.loads((d / rel).read_text())).items()
+                             if k not in ("request_ms_p50", "request_ms_p99", "seconds")} for d in (run_dir, run2))
+                    assert x == y, "the replay summaries differ beyond their timings"
+                else: assert rel in ("deploy/inference_log.sqlite", "deploy/server.txt"), rel
+                continue
             assert rel.endswith((".json", ".csv")), f"{a['name']}: {rel} differs between two runs with the same parameters"
             if rel.endswith(".csv"):
                 x, y = (pd.read_csv(d / rel) for d in (run_dir, run2))

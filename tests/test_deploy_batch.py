@@ -53,11 +53,12 @@ def test_scores_raw_rows_as_the_pipeline_cleaned_them(projects, project, tmp_pat
     lab = pd.read_parquet(run / "data" / "labelled.parquet").set_index("_row_id")
     both = scores.set_index("row").join(lab, how="inner")
     assert len(both) >= 0.8 * len(lab), "most rows the pipeline kept should be scored"
-    expected = bundle.pipeline.predict(both[bundle.inputs])
     if bundle.task == "regression":
-        np.testing.assert_allclose(both["prediction"].astype(float), expected, rtol=1e-9)
-    else:
-        assert (both["prediction"].astype(str).to_numpy() == expected.astype(str)).all()
+        np.testing.assert_allclose(both["prediction"].astype(float), bundle.pipeline.predict(both[bundle.inputs]), rtol=1e-9)
+    else:   # the probabilities of the pipeline itself, and the decision the bundle takes from them (binary: at its cost threshold)
+        proba = bundle.pipeline.predict_proba(both[bundle.inputs])
+        np.testing.assert_allclose(both[[f"proba_{c}" for c in bundle.classes]].to_numpy(float), proba, rtol=1e-9, atol=1e-12)
+        assert (both["prediction"].astype(str).to_numpy() == bundle.decide(proba).astype(str)).all()
     log = read_log(tmp_path / "log.sqlite")
     assert len(log) == s.rows_scored and set(log["batch_id"]) == {s.batch_id} and set(log["served_by"]) == {"batch"}
 

@@ -221,3 +221,33 @@ def test_serving_does_not_import_the_runner():
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_mlops_kit_serve_starts_uvicorn_and_stops_on_sigterm(served, tmp_path):
+    "`mlops-kit serve --registry DIR --port P` serves on 127.0.0.1 and logs beside the registry unless told; SIGTERM stops it."
+    import subprocess, sys
+    from conftest import BIN
+    from mlops_kit.deploy.serve import free_port
+    port = free_port()
+    log = tmp_path / "cli-log.sqlite"
+    proc = subprocess.Popen([str(BIN / "mlops-kit"), "serve", "--registry", str(served["registry"]), "--port", str(port),
+                             "--log", str(log), "--poll", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url, deadline, ready = f"http://127.0.0.1:{port}", time.monotonic() + 90, False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try: ready = httpx.get(url + "/ready", timeout=1).status_code == 200
+            except httpx.HTTPError: pass
+            if ready: break
+            time.sleep(0.2)
+        assert ready, proc.stdout.read() if proc.poll() is not None else "not ready in 90 s"
+        r = httpx.post(url + "/predict", json={"rows": _good_rows(served, 1)}, timeout=30)
+        assert r.status_code == 200 and r.json()["model"]["ref"] == "champion"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try: out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired: proc.kill(); out, _ = proc.communicate(timeout=10)
+    assert proc.returncode in (0, -signal.SIGTERM), out   # uvicorn shuts down cleanly, then re-raises the signal it caught
+    assert f"serving on http://127.0.0.1:{port}" in out and str(log) in out
+    assert len(read_log(log)) == 1
+    bad = subprocess.run([str(BIN / "mlops-kit"), "serve", "--registry", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no model registry" in bad.stderr

@@ -19,7 +19,7 @@ from ..model.bundle import Bundle, BundleError, value_problems
 
 # %% auto #0
 __all__ = ['FIELD_KINDS', 'RAW_CHECKS', 'TABLE_CHECKS', 'REJECTED_COLUMNS', 'SMALL_BATCH', 'MEMO_SIZE', 'request_fields',
-           'Scored', 'Scorer']
+           'Scored', 'Scorer', 'small_course_model']
 
 # %% ../../nbs/31_deploy_scoring.ipynb #b9ef07a9
 FIELD_KINDS = {"id": "text", "text": "text", "category": "category", "integer": "integer", "number": "number",
@@ -287,3 +287,33 @@ class Scorer:
         decision = b.decide(proba)
         out = {"prediction": decision, **{f"proba_{c}": proba[:, j] for j, c in enumerate(b.classes)}, "decision": decision}
         return pd.DataFrame(out, index=index)
+
+# %% ../../nbs/31_deploy_scoring.ipynb #934558d7
+from pathlib import Path
+
+from ..design import spec_for_run, save_spec
+from ..datasets import materialize_data
+from ..data.ingest import ingest
+from ..data.validate import validate
+from ..data.wrangle import wrangle
+from ..data.label import label
+from ..data.split import split
+from ..model.features import make_features
+from ..model.train import train
+from ..model.evaluate import evaluate
+from ..model.acceptance import accept
+from ..model.bundle import build_bundle
+from ..model.registry import register_bundle
+
+def small_course_model(folder: str | Path, n_customers: int = 600, seed: int = 42) -> dict:
+    "A small course model made by the steps' library functions and registered in `folder`/registry: for lessons and tests."
+    folder = Path(folder)
+    run = folder / "run"
+    spec = spec_for_run(data="course")
+    spec.model_tests = []   # the behavioural tests need more rows than a lesson's model has; the gates still apply
+    save_spec(spec, run / "spec.yaml")
+    materialize_data(run, "course", n_customers=n_customers, seed=seed)
+    for step in (ingest, validate, wrangle, label, split, make_features): step(run, spec)
+    train(run, spec, search_budget=1, cv_folds=2); evaluate(run, spec); accept(run, spec)
+    rec = register_bundle(folder / "registry", build_bundle(run, folder / "bundle"))
+    return {**rec, "run": run, "registry": folder / "registry"}

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..provenance import utc_now
 from ..model.bundle import Bundle, BundleError, load_bundle
-from ..model.registry import REGISTRY_DB, load_registered, resolve_model
+from ..model.registry import REGISTRY_DB, list_models, load_registered, resolve_model
 from .scoring import Scorer
 from .log import InferenceLog, LogUnavailable
 
@@ -58,7 +58,6 @@ def _version_ref(ref: Any) -> str:
 
 def registry_model_names(registry: str | Path) -> list[str]:
     "The model names a registry holds (empty when it has none)."
-    from mlops_kit.model.registry import list_models
     df = list_models(registry)
     return sorted(df["name"].unique().tolist()) if len(df) else []
 
