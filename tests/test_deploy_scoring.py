@@ -142,7 +142,7 @@ def test_small_requests_score_as_the_batch(course):
     vectorised = Scorer.from_bundle(bundle)
     vectorised.small_batch = 0
     ing = pd.read_parquet(run / "data" / "ingested.parquet").drop(columns="_row_id")
-    sample = ing.sample(300, random_state=1).reset_index(drop=True)
+    sample = ing.sample(150, random_state=1).reset_index(drop=True)
     sample.loc[[4, 9], "monthly_fee"] = [1e12, np.nan]
     sample.loc[17, "plan"] = "gold"
     for n in (1, 7, 64):
@@ -163,7 +163,7 @@ def test_concurrent_small_requests_and_odd_cells(course):
     from concurrent.futures import ThreadPoolExecutor
     run, bundle, _ = course
     scorer = Scorer.from_bundle(bundle)                      # a fresh memo, filled by the threads themselves
-    ing = pd.read_parquet(run / "data" / "ingested.parquet").drop(columns="_row_id").sample(120, random_state=2)
+    ing = pd.read_parquet(run / "data" / "ingested.parquet").drop(columns="_row_id").sample(60, random_state=2)
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda i: scorer.score(ing.iloc[[i]]).results["proba_1"].iat[0], range(len(ing))))
     serial = Scorer.from_bundle(bundle)

@@ -180,13 +180,20 @@ def test_every_acknowledged_request_survives_a_kill_mid_load(served, tmp_path):
 
 
 def test_bounded_load_2000_requests_at_concurrency_16(served, service):
+    "2,000 single-row requests, 16 in flight at any time (one asyncio client: the server, not the client, is measured)."
+    import asyncio
     svc, log = service
     row = _good_rows(served, 1)
-    with httpx.Client(base_url=svc.url, timeout=30, limits=httpx.Limits(max_connections=16)) as c:
-        def one(_):
-            r = c.post("/predict", json={"rows": row})
-            return r.status_code, r.json()["results"][0]["request_id"] if r.status_code == 200 else None
-        with ThreadPoolExecutor(16) as pool: out = list(pool.map(one, range(2000)))
+
+    async def load():
+        sem = asyncio.Semaphore(16)
+        async with httpx.AsyncClient(base_url=svc.url, timeout=60, limits=httpx.Limits(max_connections=16)) as c:
+            async def one(_):
+                async with sem:
+                    r = await c.post("/predict", json={"rows": row})
+                    return r.status_code, r.json()["results"][0]["request_id"] if r.status_code == 200 else r.text
+            return await asyncio.gather(*(one(i) for i in range(2000)))
+    out = asyncio.run(asyncio.wait_for(load(), timeout=600))
     statuses = pd.Series([s for s, _ in out]).value_counts().to_dict()
     assert statuses == {200: 2000}, statuses
     logged = read_log(log)

@@ -274,6 +274,7 @@ def create_app(bundle: str | Path | None = None, *, registry: str | Path | None 
     follower = ModelFollower(bundle, registry=registry, name=name, ref=ref, poll_seconds=poll_seconds)
     inference_log = InferenceLog(log)
     metrics = service_metrics()
+    score_lock = threading.Lock()
     first = follower.model
     _, PredictRequest = request_models(first.scorer.fields, max_rows, first.name)
 
@@ -312,7 +313,8 @@ def create_app(bundle: str | Path | None = None, *, registry: str | Path | None 
                                         "(or score a file with `mlops-kit score`)")
         model = follower.model   # read once: this request is answered by this model, even if a swap happens meanwhile
         rows = [r.model_dump() for r in req.rows]
-        try: answers, records = answer_rows(model, rows)
+        try:
+            with score_lock: answers, records = answer_rows(model, rows)   # one request scores at a time; see above
         except (ValueError, TypeError) as e:   # a request the scorer cannot read as a whole: the client's to fix
             return problem("/predict", 422, str(e))
         latency = (time.perf_counter() - t0) * 1000
