@@ -104,7 +104,9 @@ def test_value_far_beyond_the_range_is_refused_naming_the_field(course):
 def test_fields_are_the_contract_columns_the_model_needs(course):
     run, bundle, scorer = course
     names = [f["name"] for f in scorer.fields]
-    assert "churned" not in names and "customer_id" not in names and "snapshot_month" in names
+    assert "churned" not in names and "customer_id" in names and "snapshot_month" in names
+    by = {f["name"]: f for f in scorer.fields}
+    assert not by["customer_id"]["required"] and by["snapshot_month"]["required"]   # an id is sent and logged, not read
     fee = next(f for f in scorer.fields if f["name"] == "monthly_fee")
     assert (fee["kind"], fee["required"], fee["nullable"], fee["min"], fee["max"]) == ("number", True, False, 0, 100)
     plan = next(f for f in scorer.fields if f["name"] == "plan")

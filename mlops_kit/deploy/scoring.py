@@ -48,12 +48,12 @@ def _describe(rule: ColumnRule, recipe: Recipe) -> str:
     return "; ".join(parts)
 
 def request_fields(contract: Contract, recipe: Recipe, inputs: list[str]) -> list[dict]:
-    "The raw fields a client sends: every contract column but the target, key columns only when the model reads them."
+    "The raw fields a client sends: every contract column but the target; a key the model does not read is optional and only logged."
     need = set(_needed_columns(contract, recipe, inputs))
     out = []
     for name, r in contract.columns.items():
         if name == contract.target or name == "_row_id": continue
-        if name in contract.key and name not in need: continue   # an id names a row; the model does not read it
+        # an id names a row: the model does not read it, but a client sends it and the log keeps it for tracing
         out.append({"name": name, "kind": FIELD_KINDS[r.kind], "required": name in need, "nullable": bool(r.nullable),
                     "domain": list(r.domain) if r.domain else None, "min": r.min, "max": r.max,
                     "description": _describe(r, recipe)})
@@ -206,7 +206,7 @@ class Scorer:
         self.inputs = list(bundle.inputs)
         self.fields = request_fields(contract, recipe, self.inputs)
         self.required = [f["name"] for f in self.fields if f["required"]]
-        self._names = [f["name"] for f in self.fields]
+        self._names = [f["name"] for f in self.fields if f["required"] or f["name"] not in contract.key]   # checked fields
         self._raw_checks = set(RAW_CHECKS) | (set(contract.blocking) - set(TABLE_CHECKS))
         self._schema = bundle.schema["columns"]
         self._threads = None
