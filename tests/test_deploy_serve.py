@@ -12,24 +12,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import build_run
 from mlops_kit.deploy.log import read_log
 from mlops_kit.deploy.serve import load_served_model, start_service, stop_service
+from mlops_kit.deploy.scoring import small_course_model
 from mlops_kit.model.bundle import build_bundle
 from mlops_kit.model.registry import promote, register_bundle
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    "A course run up to acceptance, its bundle registered as champion, and raw rows the ingest step joined."
-    from mlops_kit.design import spec_for_run
+    "A small course model registered as champion (the lessons' own), and raw rows the ingest step joined."
     base = tmp_path_factory.mktemp("serve")
-    spec = spec_for_run(data="course")
-    spec.model_tests = []
-    run = build_run(base / "run", spec, "course", until="acceptance", train_options={"search_budget": 1, "cv_folds": 2},
-                    n_customers=600, seed=42)
-    registry = base / "registry"
-    rec = register_bundle(registry, build_bundle(run, base / "bundle-v1"))
+    rec = small_course_model(base, n_customers=600, seed=42)
+    run, registry = rec["run"], rec["registry"]
     model = load_served_model(registry=registry)
     fields = [f["name"] for f in model.scorer.fields]
     raw = pd.read_parquet(run / "data" / "ingested.parquet")
