@@ -5,7 +5,9 @@
 # %% ../../nbs/35_deploy_replay.ipynb #fd12227a
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -151,7 +153,11 @@ def replay(run_dir: str | Path, data: str = "course", production_months: int = 3
         fed = send_feedback(svc.url, answers, traffic, as_of)
     finally:
         stop_service(svc)
+    # a service stopped by SIGKILL (stop_service's last resort) leaves its last commits in the -wal file: fold them
+    # into the database before renaming it, or they would be left behind under the old name
+    with contextlib.closing(sqlite3.connect(partial)) as con: con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     partial.replace(out / "inference_log.sqlite")
+    for p in out.glob(".inference_log.partial.sqlite-*"): p.unlink()
     table = answers.drop(columns=[c for c in ("error",) if c in answers and answers[c].isna().all()])
     table = table.assign(period=traffic.periods.to_numpy(), outcome=traffic.outcomes.to_numpy(), known_from=traffic.known_from.to_numpy())
     for c in table.columns:
