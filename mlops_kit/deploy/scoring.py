@@ -6,6 +6,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,11 +18,14 @@ from threadpoolctl import ThreadpoolController
 
 from ..data.validate import ColumnRule, Contract, check_column, contract_from_dict
 from ..data.wrangle import Recipe, apply_recipe, contract_fingerprint, recipe_from_dict
-from ..model.bundle import Bundle, BundleError, value_problems
+from ..model.bundle import Bundle, BundleError, door_bounds, value_problems
+from ..model.features import Categories, DateFeatures, Flags, TextLength, date_parts, period_end
+from ..tables import to_datetime
 
 # %% auto #0
 __all__ = ['FIELD_KINDS', 'RAW_CHECKS', 'TABLE_CHECKS', 'REJECTED_COLUMNS', 'SMALL_BATCH', 'MEMO_SIZE', 'request_fields',
-           'Scored', 'Scorer', 'small_course_model']
+           'Scored', 'FeatureProgram', 'compile_features', 'value_check', 'value_recipe', 'door_check', 'Scorer',
+           'small_course_model']
 
 # %% ../../nbs/31_deploy_scoring.ipynb #b9ef07a9
 FIELD_KINDS = {"id": "text", "text": "text", "category": "category", "integer": "integer", "number": "number",
@@ -70,7 +76,7 @@ REJECTED_COLUMNS = ["row", "field", "check", "reason"]
 
 def _fix(check: str, rule: ColumnRule | None, name: str, value: Any) -> str:
     "Why a value is refused and what the client should send instead."
-    v = repr(value)
+    v = repr(value.item() if isinstance(value, np.generic) else value)   # 1e12, not np.float64(1e12)
     if check == "missing_column":
         return f"{name} is missing from the request, but the model reads it: add the field (null where it is unknown and nullable)"
     if check in ("missing_value", "missing_key"):
@@ -88,6 +94,134 @@ def _fix(check: str, rule: ColumnRule | None, name: str, value: Any) -> str:
         return f"{name} {v} does not match the pattern {rule.pattern}: send it in that form"
     return f"{name} {v} cannot be read as {'an' if kind == 'integer' else 'a'} {kind}: send a {kind} (or null where allowed)"
 
+# %% ../../nbs/31_deploy_scoring.ipynb #c0f1a002
+def _is_nan(v) -> bool: return isinstance(v, float) and v != v
+
+def _affine(steps: list) -> tuple | None:
+    "(fill, mean, scale) of a fitted tail [SimpleImputer] [StandardScaler], each None when absent; None when a step is anything else."
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import StandardScaler
+    fill = mean = scale = None
+    for s in steps:
+        if type(s) is SimpleImputer and fill is None and mean is None and scale is None and not s.add_indicator and _is_nan(s.missing_values):
+            fill = np.asarray(s.statistics_, dtype="float64")
+            if np.isnan(fill).any(): return None   # a column it dropped for having no values: a shape the program does not know
+        elif type(s) is StandardScaler and mean is None and scale is None:
+            mean, scale = (s.mean_ if s.with_mean else None), (s.scale_ if s.with_std else None)
+        else: return None
+    return fill, mean, scale
+
+def _apply_affine(x: np.ndarray, fill, mean, scale) -> np.ndarray:
+    "What SimpleImputer then StandardScaler do to float64 `x`: gaps get the fitted fill, then subtract the mean and divide by the scale."
+    if fill is not None and np.isnan(x).any(): x = np.where(np.isnan(x), fill, x)
+    if mean is not None: x = x - mean
+    if scale is not None: x = x / scale
+    return x
+
+@dataclass
+class _Part:
+    "One transformer of the ColumnTransformer as the program runs it."
+    kind: str                       # numeric (arithmetic), date (date_parts + arithmetic), lookup (per value, by the fitted transformer)
+    columns: list[str]
+    out: slice                      # where its outputs go in the feature matrix
+    affine: tuple = (None, None, None)
+    transformer: Any = None         # lookup: the fitted transformer, asked once per distinct value
+    widths: list[int] = dataclasses.field(default_factory=list)   # lookup: outputs per column
+    reference: Any = None           # date: the reference column's name, or a fixed datetime64
+    memo: dict = dataclasses.field(default_factory=dict)
+
+def _part(name: str, t, cols: list[str], out: slice) -> _Part | None:
+    "The program's form of one fitted transformer of the kit's preprocessor, or None for a transformer it does not know."
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+    steps = [s for _, s in t.steps] if type(t) is Pipeline else [t]
+    head = steps[0]
+    if type(head) is Flags and len(steps) == 1: return _Part("lookup", cols, out, transformer=t, widths=[1] * len(cols))
+    if type(head) is TextLength and _affine(steps[1:]): return _Part("lookup", cols, out, transformer=t, widths=[1] * len(cols))
+    if type(head) is Categories and len(steps) == 2 and type(steps[1]) is OneHotEncoder and steps[1].drop is None:
+        widths = [int(w) for w in getattr(steps[1], "_n_features_outs", [])]
+        return _Part("lookup", cols, out, transformer=t, widths=widths) if sum(widths) == out.stop - out.start else None
+    if type(head) is DateFeatures and (aff := _affine(steps[1:])) is not None and out.stop - out.start == 2 * len(head.columns):
+        ref = head.reference_column or np.datetime64(pd.Timestamp(head.reference_date), "ns")
+        return _Part("date", list(head.columns), out, affine=aff, reference=ref)
+    if (aff := _affine(steps)) is not None and any(a is not None for a in aff): return _Part("numeric", cols, out, affine=aff)
+    return None
+
+@dataclass
+class FeatureProgram:
+    "A fitted kit preprocessor run as numpy steps on cleaned values: the ColumnTransformer's numbers without pandas per call."
+    parts: list[_Part]
+    n_features: int
+
+    def transform(self, values: dict[str, list], n: int) -> np.ndarray:
+        "The feature matrix of `n` cleaned rows given as one list of values per input column."
+        X = np.empty((n, self.n_features), dtype="float64")
+        for p in self.parts:
+            if p.kind == "numeric":
+                X[:, p.out] = _apply_affine(np.array([values[c] for c in p.columns], dtype="float64").T.reshape(n, -1), *p.affine)
+            elif p.kind == "date":
+                ref = (_datetimes(p, values[p.reference], period_end) if isinstance(p.reference, str)
+                       else np.full(n, p.reference, dtype="datetime64[ns]"))
+                parts = np.empty((n, 2 * len(p.columns)))
+                for i, c in enumerate(p.columns):
+                    parts[:, 2 * i], parts[:, 2 * i + 1] = date_parts(_datetimes(p, values[c], to_datetime), ref)
+                X[:, p.out] = _apply_affine(parts, *p.affine)
+            else:
+                X[:, p.out] = _lookup(p, values, n)
+        return X
+
+def _datetimes(p: _Part, vals: list, read) -> np.ndarray:
+    "datetime64[ns] of each value, each distinct value read once by the kit's own reader `read` (to_datetime or period_end)."
+    memo = p.memo.setdefault(read.__name__, {})
+    if len(memo) > MEMO_SIZE: memo.clear()
+    keys = [_key(v, True) for v in vals]
+    got = {k: memo.get(k) for k in keys}
+    miss = [i for i, k in enumerate(keys) if got[k] is None]
+    if read is to_datetime:   # a naive Timestamp (what the recipe gives) is already what to_datetime returns for it
+        for i in [i for i in miss if type(vals[i]) is pd.Timestamp and vals[i].tz is None]:
+            got[keys[i]] = memo[keys[i]] = np.datetime64(vals[i].value, "ns")
+        miss = [i for i in miss if got[keys[i]] is None]
+    if miss:
+        read_ = read(pd.Series([vals[i] for i in miss])).to_numpy(dtype="datetime64[ns]")   # Timestamps: a datetime column, as in a table
+        for j, i in enumerate(miss): got[keys[i]] = memo[keys[i]] = read_[j]
+    return np.array([got[k] for k in keys], dtype="datetime64[ns]")
+
+def _lookup(p: _Part, values: dict[str, list], n: int) -> np.ndarray:
+    "The outputs of a column-by-column transformer, each distinct value of each column transformed once by the fitted transformer."
+    starts = np.cumsum([0] + p.widths)
+    out = np.empty((n, starts[-1]))
+    for i, c in enumerate(p.columns):
+        memo = p.memo.setdefault(c, {})
+        if len(memo) > MEMO_SIZE: memo.clear()
+        vals = values[c]
+        keys = [_key(v, True) for v in vals]
+        got = {k: memo.get(k) for k in keys}
+        miss = list({k: i_ for i_, k in enumerate(keys) if got[k] is None}.values())
+        if miss:   # the other columns get a gap: each output depends on its own column only (why the parts qualify)
+            probe = pd.DataFrame({o: ([vals[j] for j in miss] if o == c else [None] * len(miss)) for o in p.columns})
+            block = np.asarray(p.transformer.transform(probe), dtype="float64")[:, starts[i]:starts[i + 1]]
+            for j, row in zip(miss, block): got[keys[j]] = memo[keys[j]] = row
+        out[:, starts[i]:starts[i + 1]] = np.array([got[k] for k in keys]).reshape(n, -1)
+    return out
+
+def compile_features(pipeline) -> FeatureProgram | None:
+    "The numpy program of a fitted Pipeline(features=the kit's ColumnTransformer, model), or None when it holds anything else."
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    if type(pipeline) is not Pipeline or len(pipeline.steps) != 2 or type(pipeline.steps[0][1]) is not ColumnTransformer: return None
+    ct = pipeline.steps[0][1]
+    if getattr(ct, "sparse_output_", False) or getattr(ct, "_sklearn_output_config", {}).get("transform") not in (None, "default"):
+        return None                           # sparse or DataFrame output: the model was fitted on something else
+    parts = []
+    for name, t, cols in ct.transformers_:
+        if isinstance(t, str):
+            if t == "drop" or not len(cols): continue
+            return None                       # passthrough: not a shape the kit builds
+        part = _part(name, t, list(cols), ct.output_indices_[name])
+        if part is None: return None
+        parts.append(part)
+    return FeatureProgram(parts, int(sum(p.out.stop - p.out.start for p in parts)))
+
 # %% ../../nbs/31_deploy_scoring.ipynb #6cbb6641
 SMALL_BATCH = 64   # up to this many rows, the model runs on one thread (see the prose: thread start-up costs more than it saves)
 
@@ -102,12 +236,117 @@ def _as_frame(rows) -> pd.DataFrame:
         raise TypeError(f"score needs a DataFrame, a dict (one row) or a list of dicts (one per row), got {type(rows).__name__}")
     return rows.reset_index(drop=True)
 
+def _as_columns(rows) -> tuple[dict[str, list], dict[str, bool], int] | None:
+    "A small request as one list per field, whether each field holds text, and its row count; None when a cell cannot be remembered."
+    if isinstance(rows, dict): rows = [rows]
+    if isinstance(rows, pd.DataFrame):
+        cols = {str(c): rows[c].tolist() for c in rows.columns}
+        texts = {str(c): not (pd.api.types.is_numeric_dtype(rows[c]) or pd.api.types.is_datetime64_any_dtype(rows[c])) for c in rows.columns}
+        n = len(rows)
+    elif isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
+        names = list(dict.fromkeys(k for r in rows for k in r))   # the fields in order of appearance, as a DataFrame would
+        cols = {c: [r.get(c) for r in rows] for c in names}
+        num = lambda v: _missing(v) or (isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)))
+        texts = {c: not all(num(v) for v in vals) for c, vals in cols.items()}
+        n = len(rows)
+    else: return None
+    try:
+        for vals in cols.values(): hash(tuple(vals))
+    except TypeError: return None   # a cell holding a list or a dict: the batch road reads it
+    return cols, texts, n
+
 MEMO_SIZE = 20_000   # distinct values remembered per column; the memo starts afresh when full, so memory stays flat
 
 def _key(v, text: bool):
     "A dict key for one raw value: its type and value (1, 1.0, True and '1' differ), every missing value alike."
     if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v): return (text, "missing")
     return (text, type(v).__name__, v)
+
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+def _missing(v) -> bool: return v is None or (type(v) is float and v != v)
+
+_DECIMAL = re.compile(r"-?\d{1,15}(\.\d{1,15})?")
+
+def _plain_number(v) -> float | None:
+    "`v` as a float when it is a plain number: an int or float (not a bool), or decimal text like `849.9`; None for anything else."
+    if type(v) is float: return v
+    if type(v) is int and -2**53 <= v <= 2**53: return float(v)
+    if type(v) is str and _DECIMAL.fullmatch(v): return float(v)   # to_number reads these the same (tested); "1,234" is not one
+    return None
+
+def _iso_day(v) -> np.datetime64 | None:
+    "A `YYYY-MM-DD` text as a datetime64 day (the wrangle step's shortcut reads it the same way); None for anything else."
+    if type(v) is not str or not _ISO_DAY.fullmatch(v) or not 1678 <= int(v[:4]) <= 2261: return None
+    try: return np.datetime64(v, "D").astype("datetime64[ns]")
+    except ValueError: return None   # 2025-02-30: the general reader decides
+
+def value_check(rule: ColumnRule, key: bool, checks: set[str]):
+    "A per-value form of `check_column` for plain numbers and ISO days of a number, integer or date column (None: ask check_column)."
+    if rule.kind not in ("number", "integer", "date"): return None
+    keep = lambda *names: tuple(n for n in names if n in checks)
+    gap = keep("missing_key" if key else "missing_value") if (key or not rule.nullable) else ()
+    bad, far = keep("type_error"), keep("out_of_range")
+    def check_date(v):
+        if _missing(v): return gap
+        return () if _iso_day(v) is not None else None
+    def check_number(v):
+        if _missing(v): return gap
+        x = _plain_number(v)
+        if x is None: return None
+        if not math.isfinite(x) or (rule.kind == "integer" and x != math.floor(x)): return bad
+        if (rule.min is not None and x < rule.min) or (rule.max is not None and x > rule.max): return far
+        return ()
+    return check_date if rule.kind == "date" else check_number
+
+_SCALAR_OPS = {"number": ("parse_number", "rescale", "flag_missing", "cast", "impute"), "date": ("parse_date", "flag_missing")}
+
+def value_recipe(recipe: Recipe, columns: list[str], kinds: dict[str, str]):
+    "A per-value form of `apply_recipe` for the `columns` of one cleaning group when all are numbers or all one date; None otherwise."
+    family = {"integer": "number"}.get(kinds[columns[0]], kinds[columns[0]])
+    if any({"integer": "number"}.get(kinds[c], kinds[c]) != family for c in columns) or family not in _SCALAR_OPS: return None
+    if family == "date" and len(columns) > 1: return None
+    ops = [o for o in recipe.ops if o.column in columns]
+    if any(o.op not in _SCALAR_OPS[family] for o in ops) or any(o.op == "impute" and o.params.get("kind") == "date" for o in ops): return None
+    if family == "date" and not any(o.op == "parse_date" for o in ops): return None   # unparsed dates stay text
+    read = (lambda x: None if (d := _iso_day(x)) is None else pd.Timestamp(d)) if family == "date" else _plain_number
+    def run(values: dict[str, Any]) -> dict[str, Any] | None:
+        "The recipe's outputs for one row's values of the group, or None when a value is not plain (the recipe itself decides)."
+        v = {}
+        for c in columns:
+            x = values.get(c)
+            v[c] = (np.nan if family == "number" else pd.NaT) if _missing(x) else read(x)
+            if v[c] is None: return None
+        out = {}
+        for o in ops:   # what each operation of _run does to one value, in the recipe's order
+            c, p = o.column, o.params
+            if o.op == "rescale":
+                x, per = v[c], (v[p["per"]] if p.get("per") else None)
+                r = x if per is None else (x / per if per > 0 else np.nan)
+                lo, hi = (-np.inf if p.get("low") is None else p["low"]), (np.inf if p.get("high") is None else p["high"])
+                a, b = p["into"] if p.get("into") is not None else (lo, hi)
+                back = r / p["factor"] if p["when"] == "above" else r * p["factor"]
+                if ((r > hi) if p["when"] == "above" else (r < lo)) and a <= back <= b:
+                    v[c] = x / p["factor"] if p["when"] == "above" else x * p["factor"]
+            elif o.op == "parse_number" and math.isinf(v[c]): v[c] = np.nan   # _parse: inf is not a measurement
+            elif o.op == "flag_missing": out[p["flag"]] = int(pd.isna(v[c]))
+            elif o.op == "impute" and p["value"] is not None and pd.isna(v[c]): v[c] = p["value"]
+            # parse_number / parse_date: read above; cast: the value is the same number in another dtype
+        return {**v, **out}
+    return run
+
+def door_check(c: dict):
+    "A per-value form of the bundle's `value_problems` for schema column `c`: the checks one cleaned value fails."
+    gap = () if c.get("nullable", True) else ("missing_value",)
+    lo, hi = door_bounds(c) if c.get("family") == "number" and (c.get("min") is not None or c.get("max") is not None) else (None, None)
+    def check(v):
+        if pd.isna(v): return gap
+        return ("out_of_range",) if lo is not None and not lo <= float(v) <= hi else ()
+    return check
+
+def _series(values: list, text: bool) -> pd.Series:
+    "Values of one field as a Series typed as a DataFrame of the request would type it (text fields as objects)."
+    return pd.Series(values, dtype=object) if text else pd.Series(values)
 
 class _ValueMemo:
     "Check and clean each distinct raw value once, with the contract's and the recipe's own vectorised code, then remember it."
@@ -125,68 +364,99 @@ class _ValueMemo:
             self.groups[c] = (cols, sub, outs)
         self.checks: dict[str, dict] = {}
         self.values: dict[str, dict] = {}
+        # plain values (JSON numbers, ISO days) need no memo: their per-value forms are exact and cheap
+        con = scorer.contract
+        self.fast_checks = {c: f for c, r in con.columns.items() if (f := value_check(r, c in con.key, scorer._raw_checks))}
+        kinds = {c: r.kind for c, r in con.columns.items()}
+        self.fast_groups = {c: f for c, (cols, sub, _) in self.groups.items() if (f := value_recipe(sub, cols, kinds))}
+        self.door = {c["name"]: door_check(c) for c in scorer._schema}
 
-    def check(self, df: pd.DataFrame, names: list[str]) -> list[tuple[int, str, str, Any]]:
-        "The contract's per-value problems of `df`'s columns `names`, each distinct value checked once by check_column."
+    def check(self, cols: dict[str, list], texts: dict[str, bool], names: list[str]) -> list[tuple[int, str, str, Any]]:
+        "The contract's per-value problems of the fields `names`: plain values by value_check, others once each by check_column."
         out = []
         for c in names:
-            s = df[c]
-            text = not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_datetime64_any_dtype(s))
-            memo = self.checks.setdefault(c, {})
-            keys = [_key(v, text) for v in s.tolist()]
-            got = {k: memo.get(k) for k in keys}   # a local view: another thread may clear the memo meanwhile
-            miss = [i for i, k in enumerate(keys) if got[k] is None]
-            if miss:
-                if len(memo) > MEMO_SIZE: memo.clear()
-                masks, _ = check_column(s.iloc[miss], self.s.contract.columns[c], key=c in self.s.contract.key)
-                for j, i in enumerate(miss):
-                    got[keys[i]] = memo[keys[i]] = tuple(k for k, m in masks.items() if k in self.s._raw_checks and m[j])
-            for i, k in enumerate(keys):
-                out += [(i, c, check, s.iat[i]) for check in got[k]]
+            vals, text = cols[c], texts[c]
+            fast = self.fast_checks.get(c)
+            found = [fast(v) for v in vals] if fast else [None] * len(vals)
+            rest = [i for i, f in enumerate(found) if f is None]
+            if rest:
+                memo = self.checks.setdefault(c, {})
+                keys = {i: _key(vals[i], text) for i in rest}
+                got = {k: memo.get(k) for k in keys.values()}   # a local view: another thread may clear the memo meanwhile
+                miss = [i for i in rest if got[keys[i]] is None]
+                if miss:
+                    if len(memo) > MEMO_SIZE: memo.clear()
+                    masks, _ = check_column(_series([vals[i] for i in miss], text), self.s.contract.columns[c], key=c in self.s.contract.key)
+                    for j, i in enumerate(miss):
+                        got[keys[i]] = memo[keys[i]] = tuple(k for k, m in masks.items() if k in self.s._raw_checks and m[j])
+                for i in rest: found[i] = got[keys[i]]
+            for i, f in enumerate(found): out += [(i, c, check, vals[i]) for check in f]
         return out
 
-    def clean(self, work: pd.DataFrame, inputs: list[str]) -> pd.DataFrame:
-        "The recipe's output columns for `work`, each distinct (value, dependencies) cleaned once by apply_recipe."
-        n, cols, todo = len(work), {}, []
+    def clean(self, work: dict[str, list], texts: dict[str, bool], n: int, inputs: list[str]) -> tuple[dict[str, list], list[tuple[int, str, str]]]:
+        "The recipe's outputs `inputs` for `n` rows of fields `work` and the model's door-check problems: plain values by value_recipe, others once each."
+        cols, todo = {}, []
         need = [c for c in self.s.recipe.columns if any(o in inputs for o in self.groups[c][2])]
         for c in need:
             kcols = self.groups[c][0]
-            series = [work[k] if k in work.columns else pd.Series([None] * n, dtype=object) for k in kcols]
-            texts = [not (pd.api.types.is_numeric_dtype(x) or pd.api.types.is_datetime64_any_dtype(x)) for x in series]
-            lists = [x.tolist() for x in series]
-            keys = [tuple(_key(l[i], t) for l, t in zip(lists, texts)) for i in range(n)]
-            memo = self.values.setdefault(c, {})
-            if len(memo) > MEMO_SIZE: memo.clear()
-            got = {k: memo.get(k) for k in keys}   # a local view: another thread may clear the memo meanwhile
-            miss = [k for k in got if got[k] is None]
-            if miss: todo.append((c, series, [keys.index(k) for k in miss], miss, got))
-            cols[c] = (keys, got)
+            lists = [work.get(k, [None] * n) for k in kcols]
+            ktexts = [texts.get(k, True) for k in kcols]
+            fast = self.fast_groups.get(c)
+            done = [fast(dict(zip(kcols, row))) for row in zip(*lists)] if fast else [None] * n
+            rest = [i for i in range(n) if done[i] is None]
+            keys, got = {}, {}
+            if rest:
+                keys = {i: tuple(_key(l[i], t) for l, t in zip(lists, ktexts)) for i in rest}
+                memo = self.values.setdefault(c, {})
+                if len(memo) > MEMO_SIZE: memo.clear()
+                got = {k: memo.get(k) for k in keys.values()}   # a local view: another thread may clear the memo meanwhile
+                first = {}
+                for i, k in keys.items(): first.setdefault(k, i)
+                miss = [k for k in got if got[k] is None]
+                if miss: todo.append((c, list(zip(lists, ktexts)), [first[k] for k in miss], miss, got))
+            cols[c] = (done, keys, got)
         # the columns cleaned on their own go through one replay together (padded to one length: every operation works
         # value by value, so a repeated value changes nothing); a column judged with another (a rate) gets its own
         alone = [t for t in todo if len(self.groups[t[0]][0]) == 1]
         together = [t for t in todo if len(self.groups[t[0]][0]) > 1]
         if alone: self._replay(alone, [t[0] for t in alone])
         for t in together: self._replay([t], self.groups[t[0]][0])
-        out = {}
-        for c, (keys, got) in cols.items():
-            for o, name in enumerate(self.groups[c][2]): out[name] = [got[k][o] for k in keys]
-        return pd.DataFrame({name: _column(out[name]) for name in inputs})
+        out, late = {}, []
+        for c, (done, keys, got) in cols.items():
+            names = self.groups[c][2]
+            for name in names: out[name] = [None] * n
+            for i in range(n):
+                if done[i] is not None:
+                    for name in names:
+                        v = out[name][i] = done[i][name]
+                        if name in self.door: late += [(i, name, check) for check in self.door[name](v)]
+                else:
+                    vals, problems = got[keys[i]]
+                    for o, name in enumerate(names): out[name][i] = vals[o]
+                    late += [(i, name, check) for name, check in problems]
+        return {name: out[name] for name in inputs}, late
 
     def _replay(self, todo: list, columns: list[str]) -> None:
-        "Clean the missed values of `todo` [(column, its key series, positions, keys, view)] in one apply_recipe call; remember them."
+        "Clean the missed values of `todo` [(column, its key fields' (values, text), positions, keys, view)] in one apply_recipe call; remember them."
         m = max(len(t[2]) for t in todo)
         data = {}
-        for c, series, at, _, _ in todo:
+        for c, fields, at, _, _ in todo:
             at = at + [at[-1]] * (m - len(at))
-            for k, x in zip(self.groups[c][0], series): data[k] = x.iloc[at].to_numpy()
-        frame = pd.DataFrame({k: data[k] for k in columns})
+            for k, (l, text) in zip(self.groups[c][0], fields): data[k] = _series([l[i] for i in at], text)
+        frame = pd.DataFrame({k: data[k].to_numpy() for k in columns})
         frame.insert(0, "_row_id", np.arange(m, dtype="int64"))
         ops = [o for o in self.s.serving_recipe.ops if o.column in columns]
         table = apply_recipe(frame, dataclasses.replace(self.s.serving_recipe, ops=ops, columns=list(columns))).table
+        # the model's door check (bundle.value_problems) judges each cleaned column on its own: remembered with the value
+        checked = [self.s._schema_by[o] for t in todo for o in self.groups[t[0]][2] if o in self.s._schema_by]
+        late = {}
+        for j, name, check, _ in value_problems(table[[c["name"] for c in checked]], checked): late.setdefault(j, []).append((name, check))
         for c, _, _, miss, got in todo:
-            outs = [table[o].to_numpy(dtype=object) for o in self.groups[c][2]]
+            names = self.groups[c][2]
+            outs = [table[o].to_numpy(dtype=object) for o in names]
             memo = self.values.setdefault(c, {})
-            for j, k in enumerate(miss): got[k] = memo[k] = tuple(v[j] for v in outs)
+            for j, k in enumerate(miss):
+                got[k] = memo[k] = (tuple(v[j] for v in outs), tuple(p for p in late.get(j, ()) if p[0] in names))
 
 def _column(values: list):
     "A column from the remembered values: datetimes as datetime64, numbers as float64, the rest as objects."
@@ -209,6 +479,11 @@ class Scorer:
         self._names = [f["name"] for f in self.fields if f["required"] or f["name"] not in contract.key]   # checked fields
         self._raw_checks = set(RAW_CHECKS) | (set(contract.blocking) - set(TABLE_CHECKS))
         self._schema = bundle.schema["columns"]
+        self._schema_by = {c["name"]: c for c in self._schema}
+        self._late_order = {c["name"]: j for j, c in enumerate(self._schema)}
+        # the preprocessor as numpy steps for small requests (None: a pipeline the kit did not build; the pipeline then runs)
+        self.program = compile_features(bundle.pipeline)
+        self.program_checked = False   # the first request compares it with the pipeline, number for number
         self._threads = None
         self.small_batch = SMALL_BATCH   # up to this many rows: the memo and one thread (0: always the vectorised road)
         self._memo = _ValueMemo(self)
@@ -236,34 +511,58 @@ class Scorer:
 
     def score(self, rows) -> Scored:
         "Refuse the rows that break the contract (per row, with the field and the fix), clean the others with the recipe, predict."
+        n = len(rows) if isinstance(rows, (list, pd.DataFrame)) else 1
+        small = n <= self.small_batch and (fields := _as_columns(rows)) is not None
+        if small: return self._score_small(*fields)
         df = _as_frame(rows)
         n = len(df)
         problems = [(i, c, "missing_column", None) for c in self.required if c not in df.columns for i in range(n)]
         present = [c for c in self._names if c in df.columns]
-        small = n <= self.small_batch
-        if small:
-            try: hash(tuple(df.itertuples(index=False)))
-            except TypeError: small = False      # a cell holding a list or a dict cannot be remembered: the batch road
-        problems += self._memo.check(df, present) if small else self._check(df, present, self._raw_checks)
+        problems += self._check(df, present, self._raw_checks)
         bad = {p[0] for p in problems}
         good = np.array([i for i in range(n) if i not in bad], dtype="int64")
-        results = pd.DataFrame(columns=self.columns, index=pd.Index([], dtype="int64"))
+        results = self._no_results()
         if len(good):
             work = df.iloc[good] if len(good) < n else df
-            clean = self._memo.clean(work, self.inputs) if small else self._clean(work)
+            clean = self._clean(work)
             clean.index = good
             # after the recipe: the model's own door check (a gap it never saw, a value far beyond the range even after unit fixes)
             late = value_problems(clean, self._schema)
             if late:
-                raw = lambda c, i: df[c].iat[int(good[i])] if c in df.columns else None
-                late = [(int(good[i]), c, k, raw(c, i)) for i, c, k, _ in late]
-                problems += late
+                problems += [(int(good[i]), c, k, df[c].iat[int(good[i])] if c in df.columns else None) for i, c, k, _ in late]
                 keep = ~np.isin(good, [p[0] for p in late])
                 clean, good = clean[keep], good[keep]
             if len(good): results = self._predict(clean[self.inputs], good)
-        rejected = pd.DataFrame([(i, c, k, _fix(k, self.contract.columns.get(c), c, v)) for i, c, k, v in sorted(problems, key=lambda p: p[0])],
-                                columns=REJECTED_COLUMNS).astype({"row": "int64"})
-        return Scored(results, rejected)
+        return Scored(results, self._rejected(problems))
+
+    def _score_small(self, cols: dict[str, list], texts: dict[str, bool], n: int) -> Scored:
+        "The small road: plain values read per value, others remembered per distinct value, the model on a compiled feature matrix."
+        problems = [(i, c, "missing_column", None) for c in self.required if c not in cols for i in range(n)]
+        problems += self._memo.check(cols, texts, [c for c in self._names if c in cols])
+        bad = {p[0] for p in problems}
+        good = np.array([i for i in range(n) if i not in bad], dtype="int64")
+        results = None
+        if len(good):
+            work = {c: [v[i] for i in good] for c, v in cols.items()} if len(good) < n else cols
+            values, late = self._memo.clean(work, texts, len(good), self.inputs)
+            if late:
+                # in the order value_problems gives: per row, the gaps first, then the ranges, by schema column
+                late = sorted(late, key=lambda p: (p[0], p[2] != "missing_value", self._late_order[p[1]]))
+                problems += [(int(good[i]), c, k, cols[c][int(good[i])] if c in cols else None) for i, c, k in late]
+                drop = {p[0] for p in late}
+                keep = [i for i in range(len(good)) if i not in drop]
+                values, good = {c: [v[i] for i in keep] for c, v in values.items()}, good[keep]
+            if len(good): results = self._predict_values(values, good)
+        return Scored(self._no_results() if results is None else results, self._rejected(problems))
+
+    def _no_results(self) -> pd.DataFrame:
+        return pd.DataFrame(columns=self.columns, index=pd.Index([], dtype="int64"))
+
+    def _rejected(self, problems: list) -> pd.DataFrame:
+        "One row per problem, by row position, the reason naming the field and the fix."
+        rows = [(i, c, k, _fix(k, self.contract.columns.get(c), c, v)) for i, c, k, v in sorted(problems, key=lambda p: p[0])]
+        return pd.DataFrame({"row": np.array([r[0] for r in rows], dtype="int64"),
+                             **{name: pd.Series([r[j] for r in rows], dtype=object) for j, name in enumerate(REJECTED_COLUMNS[1:], 1)}})
 
     def _clean(self, work: pd.DataFrame) -> pd.DataFrame:
         "The recipe replayed on `work` (absent optional columns as missing), as the wrangle step replays it."
@@ -277,13 +576,33 @@ class Scorer:
         if self._threads is None: self._threads = ThreadpoolController()   # scanning the loaded libraries once: ~10 ms
         return self._threads.limit(limits=1 if n <= self.small_batch else None, user_api="openmp")
 
-    def _predict(self, X: pd.DataFrame, index: np.ndarray) -> pd.DataFrame:
-        b = self.bundle
+    def _predict_values(self, values: dict[str, list], index: np.ndarray) -> pd.DataFrame:
+        "Predictions for cleaned values (a list per input): through the compiled program and the model, else the whole pipeline."
+        if self.program is not None:
+            try: X = self.program.transform(values, len(index))
+            except (TypeError, ValueError): X = None   # a value the program cannot hold (e.g. pd.NA): the pipeline decides
+            if X is not None and not self.program_checked: X = self._check_program(values, X)
+            if X is not None: return self._predict(X, index, self.bundle.pipeline.steps[-1][1])
+        return self._predict(pd.DataFrame({c: _column(v) for c, v in values.items()}), index)
+
+    def _check_program(self, values: dict[str, list], X: np.ndarray) -> np.ndarray | None:
+        "Compare the program with the fitted preprocessor once, on a real request; a difference retires the program for good."
+        want = self.bundle.pipeline.steps[0][1].transform(pd.DataFrame({c: _column(v) for c, v in values.items()}))
+        self.program_checked = True
+        if np.array_equal(np.asarray(want, dtype="float64"), X, equal_nan=True): return X
+        self.program = None
+        warnings.warn(f"{self.bundle.name}: the compiled feature program disagreed with the fitted preprocessor on a request; "
+                      "the scorer uses the pipeline from now on (slower, the same numbers as training)")
+        return None
+
+    def _predict(self, X, index: np.ndarray, model=None) -> pd.DataFrame:
+        "Predictions, probabilities and decisions of `model` (default: the whole pipeline) for `X`, indexed by `index`."
+        b, model = self.bundle, self.bundle.pipeline if model is None else model
         with self._limit(len(X)):
             if b.task == "regression":
-                pred = b.pipeline.predict(X)
+                pred = model.predict(X)
                 return pd.DataFrame({"prediction": pred, "decision": pred}, index=index)
-            proba = b.pipeline.predict_proba(X)
+            proba = model.predict_proba(X)
         decision = b.decide(proba)
         out = {"prediction": decision, **{f"proba_{c}": proba[:, j] for j, c in enumerate(b.classes)}, "decision": decision}
         return pd.DataFrame(out, index=index)

@@ -221,8 +221,7 @@ def _plain(v: Any) -> Any:
 
 def answer_rows(model: ServedModel, rows: list[dict]) -> tuple[list[dict], list[dict]]:
     "Score raw `rows` with `model`: the per-row answers (in order) and the log records of the scored rows."
-    frame = pd.DataFrame(rows)
-    scored = model.scorer.score(frame)
+    scored = model.scorer.score(rows)   # a list of dicts: small requests never become a DataFrame
     res, rej = scored.results, scored.rejected
     proba_cols = [c for c in res.columns if str(c).startswith("proba_")]
     threshold = model.bundle.threshold if model.bundle.task == "binary" else None

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -34,8 +35,8 @@ from .features import FEATURE_GROUPS, TRUSTED_TYPES as FEATURE_TYPES, read_model
 __all__ = ['TRUSTED_TYPES', 'FUNCTION_LOADERS', 'BUNDLE_FORMAT', 'BUNDLE_FORMAT_VERSION', 'BUNDLE_INPUTS', 'COPIED',
            'BundleError', 'ForeignBundleError', 'TamperedBundleError', 'UntrustedTypesError', 'split_untrusted_types',
            'load_pipeline', 'pipeline_inputs', 'dtype_family', 'input_schema', 'BundleInputError', 'check_input',
-           'value_problems', 'fingerprint', 'check_model_name', 'acceptance_failures', 'build_bundle', 'read_verified',
-           'Bundle', 'load_bundle']
+           'door_bounds', 'value_problems', 'fingerprint', 'check_model_name', 'acceptance_failures', 'build_bundle',
+           'read_verified', 'Bundle', 'load_bundle']
 
 # %% ../../nbs/24_model_bundle.ipynb #8f91923c
 TRUSTED_TYPES: tuple[str, ...] = (
@@ -216,6 +217,13 @@ def check_input(df: pd.DataFrame, schema: dict) -> pd.DataFrame:
     _check_values(out, cols)
     return out
 
+def door_bounds(c: dict) -> tuple[float, float]:
+    "The interval a number of schema column `c` must fall in at the door: the contract's range and what training saw, widened by its width."
+    lo, hi = min(c.get("min", -np.inf), c.get("seen_min", np.inf)), max(c.get("max", np.inf), c.get("seen_max", -np.inf))
+    # a little beyond is a reading training kept too (a warning there); a whole range-width beyond is a unit or typing slip
+    width = hi - lo if math.isfinite(hi - lo) else 0.0
+    return float(lo - width), float(hi + width)
+
 def value_problems(df: pd.DataFrame, cols: list[dict]) -> list[tuple[int, str, str, Any]]:
     "Per row (position), column, check and value: gaps where the contract says never empty, numbers far beyond the contract's range and what training saw."
     out = []
@@ -227,11 +235,7 @@ def value_problems(df: pd.DataFrame, cols: list[dict]) -> list[tuple[int, str, s
     ranged = [c for c in cols if c.get("family") == "number" and (c.get("min") is not None or c.get("max") is not None)]
     if ranged:
         x = df[[c["name"] for c in ranged]].to_numpy(dtype="float64", na_value=np.nan)
-        lo = np.array([min(c.get("min", -np.inf), c.get("seen_min", np.inf)) for c in ranged], dtype="float64")
-        hi = np.array([max(c.get("max", np.inf), c.get("seen_max", -np.inf)) for c in ranged], dtype="float64")
-        # a little beyond is a reading training kept too (a warning there); a whole range-width beyond is a unit or typing slip
-        width = np.where(np.isfinite(hi - lo), hi - lo, 0.0)
-        lo, hi = lo - width, hi + width
+        lo, hi = (np.array(b, dtype="float64") for b in zip(*(door_bounds(c) for c in ranged)))
         with np.errstate(invalid="ignore"): beyond = (x < lo) | (x > hi)
         out += [(int(i), ranged[j]["name"], "out_of_range", float(x[i, j])) for i, j in zip(*np.nonzero(beyond))]
     return out
