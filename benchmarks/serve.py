@@ -1,7 +1,7 @@
 """The kit's service (contract, recipe and durable logging on) next to a bare FastAPI endpoint around the same fitted
 pipeline (no validation, no logging), single-row requests over loopback at concurrency 1 and 16.
 
-    .venv/bin/python benchmarks/serve.py [--requests 600] [--repeats 3]
+    .venv/bin/python benchmarks/serve.py [--requests 600] [--repeats 3] [--distinct 500]
 
 Prints requests/s and p50/p99 latency (ms) for both, medians over the repeats, and the kit/bare throughput ratio.
 Both servers run one uvicorn worker with OMP_NUM_THREADS=1 (one-row predictions are slower with more threads on 2 cores).
@@ -53,12 +53,13 @@ def start_bare(bundle_dir: Path, out: Path):
     p.kill(); raise RuntimeError(out.read_text())
 
 
-def load(url: str, body: dict, n: int, concurrency: int) -> dict:
+def load(url: str, bodies: list[dict], n: int, concurrency: int) -> dict:
+    "Send `n` requests, cycling through `bodies` (distinct rows: caches see realistic traffic, not one row repeated)."
     lat = []
     with httpx.Client(base_url=url, timeout=30, limits=httpx.Limits(max_connections=concurrency)) as c:
-        for _ in range(20): c.post("/predict", json=body)   # warm up
-        def one(_):
-            t0 = time.perf_counter(); r = c.post("/predict", json=body); ms = (time.perf_counter() - t0) * 1000
+        for i in range(20): c.post("/predict", json=bodies[i % len(bodies)])   # warm up
+        def one(i):
+            t0 = time.perf_counter(); r = c.post("/predict", json=bodies[i % len(bodies)]); ms = (time.perf_counter() - t0) * 1000
             assert r.status_code == 200, r.text
             return ms
         t0 = time.perf_counter()
@@ -71,6 +72,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=600)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--distinct", type=int, default=500, help="distinct rows cycled through (default 500)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     run = work / "run"
@@ -82,21 +84,24 @@ def main():
     raw = pd.read_parquet(run / "data" / "ingested.parquet")
     lab = pd.read_parquet(run / "data" / "labelled.parquet")
     raw_rows = json.loads(raw[fields].to_json(orient="records", date_format="iso"))
-    ok = sorted(model.scorer.score(pd.DataFrame(raw_rows[:200])).results.index)
-    raw_row = raw_rows[ok[0]]
-    rid = raw["_row_id"].iloc[ok[0]]
-    clean_row = json.loads(lab.loc[lab["_row_id"] == rid, model.bundle.inputs].to_json(orient="records", date_format="iso"))
+    # distinct rows the label step kept (so the bare endpoint gets each one's cleaned twin), in the same order for both
+    kept = set(lab["_row_id"])
+    pos = [i for i, r in enumerate(raw["_row_id"]) if r in kept][: a.distinct]
+    kit_bodies = [{"rows": [raw_rows[i]]} for i in pos]
+    clean = lab.set_index("_row_id").loc[raw["_row_id"].iloc[pos], model.bundle.inputs]
+    bare_bodies = [{"rows": [r]} for r in json.loads(clean.to_json(orient="records", date_format="iso"))]
     kit = start_service(registry=reg["registry"], log=work / "log.sqlite", poll_seconds=0, output=work / "kit.txt")
     bare, bare_url = start_bare(Path(reg["path"]), work / "bare.txt")
     try:
         results = {}
         for conc in (1, 16):
-            for name, url, body in (("kit", kit.url, {"rows": [raw_row]}), ("bare", bare_url, {"rows": clean_row})):
-                runs = [load(url, body, a.requests, conc) for _ in range(a.repeats)]
+            for name, url, bodies in (("kit", kit.url, kit_bodies), ("bare", bare_url, bare_bodies)):
+                runs = [load(url, bodies, a.requests, conc) for _ in range(a.repeats)]
                 results[(name, conc)] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     finally:
         stop_service(kit); bare.terminate(); bare.wait(timeout=10)
-    print(f"\n{a.requests} single-row requests per measurement, median of {a.repeats}; loopback, 1 uvicorn worker each")
+    print(f"\n{a.requests} single-row requests per measurement cycling {len(pos)} distinct rows, median of {a.repeats}; "
+          "loopback, 1 uvicorn worker each")
     print(f"{'concurrency':>11} | {'kit req/s':>9} {'p50 ms':>7} {'p99 ms':>7} | {'bare req/s':>10} {'p50 ms':>7} {'p99 ms':>7} | kit/bare")
     for conc in (1, 16):
         k, b = results[("kit", conc)], results[("bare", conc)]
