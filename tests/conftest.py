@@ -29,26 +29,89 @@ def only_run(runs_dir):
     return runs[0], json.loads((runs[0] / "manifest.json").read_text())
 
 
+def shared_folder(tmp_path_factory, name: str, build) -> dict:
+    """A folder made once per pytest session by `build(folder) -> dict` and read by every test that asks for it.
+
+    Under pytest-xdist each worker has its own temporary base; the folder goes one level up, beside them, so the
+    workers share it: the first to ask builds it under a file lock while the others wait, then every one reads the
+    dict `build` returned (kept as JSON). A failed build is recorded, so the others fail at once with its message
+    instead of building again. Read-only for tests: copy it (copy_run) before changing anything in it."""
+    import fcntl
+    import shutil
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"): base = base.parent   # .../pytest-N/popen-gwK -> .../pytest-N, this session's
+    root = base / "shared"
+    root.mkdir(exist_ok=True)
+    folder, done, failed = root / name, root / f"{name}.json", root / f"{name}.failed"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if failed.exists(): pytest.fail(f"building the shared {name} failed (in another worker):\n{failed.read_text()}")
+            if not done.exists():
+                if folder.exists(): shutil.rmtree(folder)
+                folder.mkdir()
+                try: out = build(folder)
+                except BaseException as e:
+                    failed.write_text(f"{type(e).__name__}: {e}")
+                    raise
+                done.write_text(json.dumps(out))
+            return json.loads(done.read_text())
+        finally: fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _completed(d: dict) -> subprocess.CompletedProcess:
+    return subprocess.CompletedProcess(d["args"], d["returncode"], d["stdout"], d["stderr"])
+
+
+def _cli_run(folder: Path, *args) -> dict:
+    "`mlops-kit run --runs-dir FOLDER/runs ARGS` (it must succeed): the process as a dict, and its one run folder."
+    res = run_cli("run", "--runs-dir", folder / "runs", *args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    run_dir, _ = only_run(folder / "runs")
+    return {"args": [str(a) for a in res.args], "returncode": res.returncode, "stdout": res.stdout, "stderr": res.stderr,
+            "run_dir": str(run_dir)}
+
+
 @pytest.fixture(scope="session")
 def default_run(tmp_path_factory):
-    "One full `mlops-kit run` on the defaults, shared by every test that only reads it: (process, run folder, manifest)."
-    runs = tmp_path_factory.mktemp("runs")
-    res = run_cli("run", "--runs-dir", runs)
-    assert res.returncode == 0, res.stdout + res.stderr
-    run_dir, manifest = only_run(runs)
-    return res, run_dir, manifest
+    """One full `mlops-kit run` on the defaults (every step, report included), made once per session for all workers and
+    shared by every test that only reads it: (process, run folder, manifest)."""
+    d = shared_folder(tmp_path_factory, "default_run", _cli_run)
+    run_dir, manifest = only_run(Path(d["run_dir"]).parent)
+    return _completed(d), run_dir, manifest
+
+
+def _penguins(folder: Path) -> dict:
+    from mlops_kit.datasets import load_penguins_raw
+    load_penguins_raw().to_csv(folder / "penguins_raw.csv", index=False)
+    return _cli_run(folder, "-p", "data", folder / "penguins_raw.csv", "-p", "target", "Species", "--until", "package",
+                    "--no-report")
 
 
 @pytest.fixture(scope="session")
 def penguins_run(tmp_path_factory):
-    "A full run on a user's messy file, the raw Palmer penguins CSV (multiclass, target Species): (run folder, manifest)."
-    from mlops_kit.datasets import load_penguins_raw
-    tmp = tmp_path_factory.mktemp("penguins")
-    load_penguins_raw().to_csv(tmp / "penguins_raw.csv", index=False)
-    res = run_cli("run", "--runs-dir", tmp / "runs", "-p", "data", tmp / "penguins_raw.csv", "-p", "target", "Species",
-                  "--no-report")
-    assert res.returncode == 0, res.stdout + res.stderr
-    return only_run(tmp / "runs")
+    """A run on a user's messy file, the raw Palmer penguins CSV (multiclass, target Species), through the data and model
+    steps up to `package` (the tests read its data, model and registry; the replay step on a user's file runs in
+    test_model_pipeline's regression run), made once per session for all workers: (run folder, manifest)."""
+    d = shared_folder(tmp_path_factory, "penguins_run", _penguins)
+    return only_run(Path(d["run_dir"]).parent)
+
+
+def _small_course_run(folder: Path) -> dict:
+    from mlops_kit.design import spec_for_run
+    spec = spec_for_run(data="course")
+    spec.model_tests = []   # the behavioural tests need more rows than a small course run has; the gates still apply
+    run = build_run(folder / "run", spec, "course", until="acceptance", train_options={"search_budget": 1, "cv_folds": 2},
+                    n_customers=600, seed=42)
+    return {"run": str(run)}
+
+
+@pytest.fixture(scope="session")
+def small_course_run(tmp_path_factory) -> Path:
+    """A small course run (600 customers, seed 42, no behavioural tests, a one-setting search) through `acceptance`, made
+    in process by the steps' library functions once per session for all workers: the run `small_course_model` makes.
+    Read-only: build bundles and registries from it elsewhere, copy it (copy_run) to change it."""
+    return Path(shared_folder(tmp_path_factory, "small_course_run", _small_course_run)["run"])
 
 
 IN_PROCESS_STEPS = ("split", "features", "train", "evaluate", "acceptance")

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import skops.io as sio
 
-from conftest import build_run, resign_bundle
+from conftest import resign_bundle
 from mlops_kit.model.package import (BundleError, PromotionRefused, TamperedBundleError, UntrustedTypesError, build_bundle,
                                      fingerprint, load_bundle, load_pipeline, load_registered, promote, register_bundle)
 from mlops_kit.runfolder import read_json, sha256_file, write_json
@@ -24,15 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    "A bundle of a small course run that passed acceptance (read-only: copy before changing)."
-    from mlops_kit.design import spec_for_run
-    base = tmp_path_factory.mktemp("trust")
-    spec = spec_for_run(data="course")
-    spec.model_tests = []
-    run = build_run(base / "run", spec, "course", until="acceptance", train_options={"search_budget": 1, "cv_folds": 2},
-                    n_customers=600, seed=42)
-    return build_bundle(run, base / "bundle")
+def bundle(tmp_path_factory, small_course_run):
+    "A bundle of a small course run that passed acceptance (the session's shared run; read-only: copy before changing)."
+    return build_bundle(small_course_run, tmp_path_factory.mktemp("trust") / "bundle")
 
 
 def _find(node, pred):

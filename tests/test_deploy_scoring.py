@@ -3,7 +3,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import only_run, run_cli
 from mlops_kit.data.validate import check_batch, load_contract
 from mlops_kit.deploy.scoring import Scorer, Scored
 from mlops_kit.model.bundle import BundleInputError, load_bundle
@@ -11,12 +10,12 @@ from mlops_kit.tables import to_number
 
 
 @pytest.fixture(scope="module")
-def course(tmp_path_factory):
-    "A course run made by the kit's runner up to the package step: (run folder, bundle, scorer)."
-    runs = tmp_path_factory.mktemp("scoring_runs")
-    res = run_cli("run", "--runs-dir", runs, "--until", "package", "--no-report")
-    assert res.returncode == 0, res.stdout + res.stderr
-    run, _ = only_run(runs)
+def course(default_run):
+    """A course run made by the kit's runner on the defaults, through the package step (the session's shared full run:
+    its steps up to package are what `mlops-kit run --until package` makes, and nothing here writes to it):
+    (run folder, bundle, scorer)."""
+    _, run, manifest = default_run
+    assert {s["name"]: s["status"] for s in manifest["steps"]}["package"] == "succeeded"
     bundle = load_bundle(run / "model" / "bundle")
     return run, bundle, Scorer.from_bundle(bundle)
 

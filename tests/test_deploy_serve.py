@@ -14,17 +14,18 @@ import pytest
 
 from mlops_kit.deploy.log import read_log
 from mlops_kit.deploy.serve import load_served_model, start_service, stop_service
-from mlops_kit.deploy.scoring import small_course_model
 from mlops_kit.model.bundle import build_bundle
 from mlops_kit.model.registry import promote, register_bundle
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    "A small course model registered as champion (the lessons' own), and raw rows the ingest step joined."
+def served(tmp_path_factory, small_course_run):
+    """A small course model registered as champion (the lessons' own: the session's shared run is the one
+    small_course_model(base, n_customers=600, seed=42) trains; its bundle and registry are this file's), and raw rows
+    the ingest step joined."""
     base = tmp_path_factory.mktemp("serve")
-    rec = small_course_model(base, n_customers=600, seed=42)
-    run, registry = rec["run"], rec["registry"]
+    run, registry = small_course_run, base / "registry"
+    rec = register_bundle(registry, build_bundle(run, base / "bundle"))
     model = load_served_model(registry=registry)
     fields = [f["name"] for f in model.scorer.fields]
     raw = pd.read_parquet(run / "data" / "ingested.parquet")

@@ -32,10 +32,10 @@ def _make_run(run: Path, data: str, target: str | None = None, threshold: float 
 
 
 @pytest.fixture(scope="session")
-def runs(tmp_path_factory):
-    "Finished run folders (read-only: copy before changing) for the three task types."
+def runs(tmp_path_factory, small_course_run):
+    "Finished run folders (read-only: copy before changing) for the three task types; the course one is the session's shared."
     base = tmp_path_factory.mktemp("package-runs")
-    runs = {"binary": _make_run(base / "course", "course", n_customers=600, seed=42)}
+    runs = {"binary": small_course_run}   # what _make_run(..., "course", n_customers=600, seed=42) makes
     for task, name, path, target in user_files(base):
         runs[task] = _make_run(base / name, path, target, threshold=0.3 if task == "regression" else None)
     return runs
