@@ -157,6 +157,7 @@ def as_text(s: pd.Series) -> pd.Series:
         if pd.api.types.is_float_dtype(u):
             return pd.Series([str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(float(v)) for v in u], dtype=object)
         if pd.api.types.is_datetime64_any_dtype(u): return pd.Series(u.astype(str).to_numpy(dtype=object), dtype=object)
+        if isinstance(u.dtype, pd.StringDtype): return pd.Series(u.to_numpy(dtype=object), dtype=object)   # text already
         return pd.Series([str(v) for v in u], dtype=object)
     return _by_value(s, fmt).where(s.notna().to_numpy(), None)
 

@@ -153,8 +153,8 @@ def respell(s: pd.Series, mapping: dict[str, str | None],
     codes, uniques = pd.factorize(s)
     keys = [u if isinstance(u, str) else str(u) for u in uniques]
     new = [mapping.get(k, k) for k in keys]
-    vals = np.array(new + [None], dtype=object)[codes]  # code -1 (missing) picks the trailing None
-    out = pd.Series(vals, index=s.index, dtype="str", name=s.name)
+    # the new spellings as text, spread over the rows by their codes (-1, missing, stays missing): no per-row Python object
+    out = pd.Series(pd.array(new, dtype="str").take(codes, allow_fill=True), index=s.index, name=s.name)
     n = np.bincount(codes[codes >= 0], minlength=len(keys))
     changed = int(sum(n[i] for i, k in enumerate(keys) if k in mapping))
     ok = set(known or ())
@@ -193,19 +193,38 @@ def _to_datetime(s: pd.Series) -> pd.Series:
     return fast if fast is not None else to_datetime(s)
 
 _PARSERS = {"number": to_number, "integer": to_number, "date": _to_datetime, "boolean": to_flag}
+_DISTINCT_MIN, _DISTINCT_SHARE = 1000, 0.5   # a longer text column with at most this share of distinct values: read them once
+
+def _read(s: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    "`s` read as `kind`, and per row whether the value was unreadable and whether it was an infinite number."
+    out, inf = _PARSERS[kind](s), np.zeros(len(s), bool)
+    if kind in ("number", "integer"):   # inf is readable, but not a measurement: later steps (and sklearn) cannot use it
+        inf = np.isinf(out.to_numpy(dtype="float64", na_value=np.nan))
+        if inf.any(): out = out.mask(inf)
+    lost = out.isna().to_numpy() & s.notna().to_numpy()
+    if lost.any() and not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_datetime64_any_dtype(s)):
+        lost[lost] = s[lost].astype("str").str.strip().ne("").to_numpy(dtype=bool)  # a blank is missing, not unreadable
+    return out, lost, inf
+
+def _distinct_text(s: pd.Series) -> tuple[np.ndarray, pd.Series] | None:
+    "For a long text column with few distinct values: the code of each row (-1: missing) and the distinct values; else None."
+    if len(s) <= _DISTINCT_MIN or not isinstance(s.dtype, pd.StringDtype): return None   # only text: 1, 1.0 and True stay apart
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    return (codes, pd.Series(uniques)) if len(uniques) <= _DISTINCT_SHARE * len(s) else None
 
 def _parse(s: pd.Series, kind: str) -> tuple[pd.Series, int, int]:
     "`s` read as `kind`, how many values were unreadable, and how many of those were infinite numbers."
     if kind not in _PARSERS: raise ValueError(f"cannot parse kind {kind!r}; parseable kinds are {', '.join(_PARSERS)}")
-    out, infinite = _PARSERS[kind](s), 0
-    if kind in ("number", "integer"):   # inf is readable, but not a measurement: later steps (and sklearn) cannot use it
-        inf = np.isinf(out.to_numpy(dtype="float64", na_value=np.nan))
-        infinite = int(inf.sum())
-        if infinite: out = out.mask(inf)
-    lost = out.isna().to_numpy() & s.notna().to_numpy()
-    if lost.any() and not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_datetime64_any_dtype(s)):
-        lost[lost] = s[lost].astype("str").str.strip().ne("").to_numpy(dtype=bool)  # a blank is missing, not unreadable
-    return out.rename(s.name), int(lost.sum()), infinite
+    d = _distinct_text(s)
+    if d is None: out, lost, inf = _read(s, kind)
+    else:   # every parser reads value by value: read each distinct text once and spread the results back over the rows
+        codes, values = d
+        got, ulost, uinf = _read(values, kind)
+        vals = got.to_numpy()
+        vals = np.concatenate([vals, np.array([np.nan]).astype(vals.dtype)])[codes]   # code -1 (missing) picks NaN / NaT
+        out = pd.Series(vals, index=s.index, dtype=got.dtype)
+        lost, inf = np.append(ulost, False)[codes], np.append(uinf, False)[codes]
+    return out.rename(s.name), int(lost.sum()), int(inf.sum())
 
 def parse_values(s: pd.Series, kind: str) -> tuple[pd.Series, int]:
     "Read `s` as `kind` (number, integer, date, boolean) with the shared parsers; also return how many values were unreadable."

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -25,7 +27,7 @@ from .log import InferenceLog
 from .serve import ServedModel, load_served_model
 
 # %% auto #0
-__all__ = ['iter_chunks', 'ChunkWriter', 'BatchSummary', 'score_file']
+__all__ = ['iter_chunks', 'read_ahead', 'ChunkWriter', 'BatchSummary', 'score_file']
 
 # %% ../../nbs/34_deploy_batch.ipynb #bfaf8df4
 def iter_chunks(path: str | Path, chunk_rows: int = 50_000) -> Iterator[pd.DataFrame]:
@@ -52,6 +54,39 @@ def iter_chunks(path: str | Path, chunk_rows: int = 50_000) -> Iterator[pd.DataF
             raise DataFileError(f"{path} could not be decoded as {encoding} after row {start}: save it as UTF-8 and run again") from None
     else:
         raise DataFileError(f"batch scoring reads CSV or Parquet files; {path} is {kind}: export it as CSV or Parquet first")
+
+# %% ../../nbs/34_deploy_batch.ipynb #c8d2f3e5
+_END = object()
+
+def read_ahead(chunks: Iterator[pd.DataFrame], depth: int = 1) -> Iterator[pd.DataFrame]:
+    "The items of `chunks` in order, the next ones read by a background thread (at most `depth` waiting) while the caller works."
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1: raise ValueError(f"depth must be a whole number ≥ 1, got {depth!r}")
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    def put(item) -> bool:   # wait for room, unless the caller has stopped listening
+        while not stop.is_set():
+            try: q.put(item, timeout=0.05); return True
+            except queue.Full: pass
+        return False
+    def work():
+        try:
+            for c in chunks:
+                if not put((c, None)): return
+            put((_END, None))
+        except BaseException as e: put((_END, e))
+        finally:
+            with contextlib.suppress(Exception): getattr(chunks, "close", lambda: None)()
+    t = threading.Thread(target=work, name="read-ahead", daemon=True)
+    t.start()
+    try:
+        while True:
+            c, err = q.get()
+            if c is _END:
+                if err is not None: raise err
+                return
+            yield c
+    finally:
+        stop.set(); t.join()
 
 # %% ../../nbs/34_deploy_batch.ipynb #fcb6ae90
 class ChunkWriter:
@@ -146,7 +181,7 @@ def score_file(input: str | Path, output: str | Path, bundle: str | Path | None 
     bar = tqdm.tqdm(total=total, unit="rows", desc=f"scoring {input.name}", disable=not progress, unit_scale=True)
     ilog = InferenceLog(log) if log else None
     try:
-        for chunk in iter_chunks(input, chunk_rows):
+        for chunk in read_ahead(iter_chunks(input, chunk_rows)):
             c0 = time.perf_counter()
             if rows_in == 0: columns = [str(c) for c in chunk.columns]
             fields = [f["name"] for f in model.scorer.fields]
