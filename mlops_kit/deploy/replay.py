@@ -96,7 +96,7 @@ def send_rows(url: str, rows: pd.DataFrame, rows_per_request: int = 50, concurre
     return answers
 
 # %% ../../nbs/35_deploy_replay.ipynb #e8c10986
-def _summary(traffic: ReplayTraffic, answers: pd.DataFrame, fed: dict, reg: dict, seconds: float) -> dict[str, Any]:
+def _summary(traffic: ReplayTraffic, answers: pd.DataFrame, fed: dict, served: dict, reg: dict, seconds: float) -> dict[str, Any]:
     ok = answers["ok"].fillna(False).astype(bool)
     per = []
     for p, idx in traffic.periods.groupby(traffic.periods).groups.items():
@@ -104,7 +104,9 @@ def _summary(traffic: ReplayTraffic, answers: pd.DataFrame, fed: dict, reg: dict
         per.append({"period": p, "rows": int(len(a)), "scored": int(a["ok"].fillna(False).astype(bool).sum()),
                     "refused": int((~a["ok"].fillna(False).astype(bool)).sum())})
     lat = answers.loc[ok, "client_ms"].dropna() if "client_ms" in answers else pd.Series(dtype=float)
-    return {"source": traffic.source, "model": {"name": reg["name"], "version": reg["version"], "fingerprint": reg["fingerprint"]},
+    return {"source": traffic.source,
+            "model": {"name": served["name"], "version": served["version"], "fingerprint": served["fingerprint"], "alias": "champion"},
+            "run_model": {"version": reg["version"], "alias": reg["alias"], "served": reg["fingerprint"] == served["fingerprint"]},
             "rows": int(len(answers)), "scored": int(ok.sum()), "refused": int((~ok).sum()),
             "failed_requests_rows": int((answers["status"] != 200).sum()),
             "versions_answering": sorted({int(v) for v in answers.loc[ok, "model_version"].dropna()}),
@@ -144,7 +146,8 @@ def replay(run_dir: str | Path, data: str = "course", production_months: int = 3
                         output=out / "server.txt", poll_seconds=0)
     try:
         import httpx
-        fields = [f["name"] for f in httpx.get(svc.url + "/model", timeout=30).json()["fields"]]
+        served = httpx.get(svc.url + "/model", timeout=30).json()
+        fields = [f["name"] for f in served["fields"]]
         absent = [f for f in fields if f not in traffic.requests.columns]
         if absent: raise ValueError(f"the production rows lack field(s) the served model reads: {', '.join(absent)}; "
                                     "is the champion a model of another data set?")
@@ -163,7 +166,7 @@ def replay(run_dir: str | Path, data: str = "course", production_months: int = 3
     for c in table.columns:
         if table[c].dtype == object: table[c] = table[c].map(lambda v: json.dumps(v) if isinstance(v, (dict, list)) else v)
     with atomic_path(out / "answers.parquet") as tmp: table.to_parquet(tmp, index=False)
-    summary = _summary(traffic, answers, fed, reg, time.perf_counter() - t0)
+    summary = _summary(traffic, answers, fed, served, reg, time.perf_counter() - t0)
     write_json(out / "replay.json", summary)
     return summary
 
